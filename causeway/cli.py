@@ -1,0 +1,112 @@
+"""The `causeway` command.
+
+    causeway train [RECIPE] [--run-dir DIR] [--set section.key=value ...]
+    causeway config show RECIPE [--set ...]
+    causeway data prepare --source builtin --out DIR
+    causeway data prepare --input FILE [FILE ...] --tokenizer tokenizer.json --out DIR
+
+Configuration mistakes print one line and exit with status 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from causeway.config import ConfigError, dump_yaml, load_config
+
+DEFAULT_RECIPE = "quickstart"
+
+
+def add_config_args(parser: argparse.ArgumentParser, recipe_optional: bool) -> None:
+    nargs = "?" if recipe_optional else None
+    default = DEFAULT_RECIPE if recipe_optional else None
+    parser.add_argument("recipe", nargs=nargs, default=default, help="YAML path or name")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one key, e.g. --set train.steps=100 (repeatable)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="causeway", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model from a recipe")
+    add_config_args(train, recipe_optional=True)
+    train.add_argument("--run-dir", type=Path, help="where metrics, config and checkpoints go")
+
+    config = commands.add_parser("config", help="inspect configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="print the resolved config as YAML")
+    add_config_args(show, recipe_optional=False)
+
+    data = commands.add_parser("data", help="prepare datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_commands.add_parser("prepare", help="tokenize text into webdataset shards")
+    prepare.add_argument("--source", choices=["builtin", "files"], default=None)
+    prepare.add_argument("--input", nargs="+", type=Path, help=".jsonl, .txt or .parquet files")
+    prepare.add_argument("--tokenizer", type=Path, help="a Hugging Face tokenizer.json")
+    prepare.add_argument("--text-field", default="text")
+    prepare.add_argument(
+        "--pair-fields", nargs=2, metavar=("INPUTS", "TARGETS"),
+        help="store (inputs, targets) pairs from these fields, for the mtf objective",
+    )  # fmt: skip
+    prepare.add_argument("--val-fraction", type=float, default=None)
+    prepare.add_argument("--vocab-size", type=int, default=4096, help="builtin BPE size")
+    prepare.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def run_train(args) -> int:
+    from causeway.train.trainer import run_training
+
+    cfg = load_config(args.recipe, args.overrides)
+    run_training(cfg, args.run_dir)
+    return 0
+
+
+def run_config_show(args) -> int:
+    print(dump_yaml(load_config(args.recipe, args.overrides)), end="")
+    return 0
+
+
+def run_data_prepare(args) -> int:
+    from causeway.data_pipeline.prepare import prepare_builtin, prepare_files
+
+    source = args.source or ("files" if args.input else "builtin")
+    if source == "builtin":
+        fraction = 0.02 if args.val_fraction is None else args.val_fraction
+        out = prepare_builtin(args.out, vocab_size=args.vocab_size, val_fraction=fraction)
+    else:
+        if not args.input or not args.tokenizer:
+            raise ConfigError("data prepare --source files needs --input FILES and --tokenizer")
+        out = prepare_files(
+            args.input, args.tokenizer, args.out, text_field=args.text_field,
+            val_fraction=args.val_fraction or 0.0,
+            pair_fields=tuple(args.pair_fields) if args.pair_fields else None,
+        )  # fmt: skip
+    print(f"causeway: prepared {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "train": run_train,
+        "config": run_config_show,
+        "data": run_data_prepare,
+    }[args.command]
+    try:
+        return handler(args)
+    except ConfigError as err:
+        print(f"causeway: config error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"causeway: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

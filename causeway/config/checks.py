@@ -1,0 +1,144 @@
+"""Refuse meaningless combinations and fill in values derived from others.
+
+The rule behind the visibility/objective table: a position that is trained to predict a
+token must never see that token. Causal visibility is always safe; prefix visibility is
+safe when the loss is on targets only (the prefix is input); bidirectional visibility is
+safe only for in-place masked prediction, where the target is not in the input.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from causeway.config.loading import ConfigError
+from causeway.config.schema import RunConfig
+
+DECODER_VISIBILITIES = {
+    "full_lm": {"causal"},
+    "prefix_lm": {"causal", "prefix"},
+    "span_corruption": {"causal", "prefix"},
+    "mtf": {"causal", "prefix"},
+    "masked_lm": {"bidirectional"},
+}
+ENCODER_DECODER_OBJECTIVES = {"prefix_lm", "span_corruption", "mtf"}
+
+WHY = {
+    ("full_lm", "prefix"): "full_lm has no input prefix, so prefix visibility means nothing",
+    ("full_lm", "bidirectional"): "every position would see the token it must predict",
+    ("prefix_lm", "bidirectional"): "target positions would see their own future",
+    ("span_corruption", "bidirectional"): "target positions would see their own future",
+    ("mtf", "bidirectional"): "target positions would see their own future",
+    ("masked_lm", "causal"): "masked_lm predicts in place and needs bidirectional visibility",
+    ("masked_lm", "prefix"): "masked_lm predicts in place and needs bidirectional visibility",
+}
+
+
+def check_config(config: RunConfig) -> RunConfig:
+    """Return a resolved copy of `config`, or raise `ConfigError` naming the reason."""
+    config = copy.deepcopy(config)
+    check_model(config)
+    check_objective(config)
+    check_data(config)
+    check_training(config)
+    return config
+
+
+def check_model(config: RunConfig) -> None:
+    m = config.model
+    if m.visibility is None:
+        m.visibility = "prefix" if m.arch == "encoder_decoder" else "causal"
+    positive = ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len")
+    for name in positive:
+        if getattr(m, name) <= 0:
+            raise ConfigError(f"model.{name} must be positive, got {getattr(m, name)}")
+    if m.head_dim is None and m.d_model % m.n_heads:
+        raise ConfigError(
+            f"model.d_model ({m.d_model}) is not divisible by model.n_heads ({m.n_heads}); "
+            "set model.head_dim explicitly"
+        )
+    if m.n_heads % m.kv_heads:
+        raise ConfigError(
+            f"model.n_heads ({m.n_heads}) must be a multiple of model.n_kv_heads ({m.kv_heads})"
+        )
+    if m.dim_per_head % 2:
+        raise ConfigError(f"head dimension {m.dim_per_head} must be even for RoPE")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+
+
+def check_objective(config: RunConfig) -> None:
+    m, name, o = config.model, config.objective.name, config.objective
+    if not 0.0 < o.noise_density < 1.0 or not 0.0 < o.mask_prob < 1.0:
+        raise ConfigError("objective.noise_density and objective.mask_prob must be in (0, 1)")
+    if m.arch == "encoder_decoder":
+        if name not in ENCODER_DECODER_OBJECTIVES:
+            allowed = ", ".join(sorted(ENCODER_DECODER_OBJECTIVES))
+            raise ConfigError(
+                f"objective.name '{name}' is not valid for arch encoder_decoder "
+                f"(allowed: {allowed})"
+            )
+        if m.visibility != "prefix":
+            raise ConfigError(
+                f"model.visibility '{m.visibility}' is not valid for arch encoder_decoder: "
+                "its encoder is bidirectional and its decoder causal, which is 'prefix'"
+            )
+        return
+    if m.visibility not in DECODER_VISIBILITIES[name]:
+        raise ConfigError(
+            f"objective.name '{name}' with model.visibility '{m.visibility}' is refused: "
+            f"{WHY[(name, m.visibility)]}"
+        )
+
+
+def check_data(config: RunConfig) -> None:
+    d, m = config.data, config.model
+    if d.source == "path" and not d.path:
+        raise ConfigError("data.source 'path' needs data.path (a prepared dataset directory)")
+    if config.objective.name == "mtf" and d.source == "builtin":
+        raise ConfigError(
+            "objective mtf needs a dataset of (inputs, targets) pairs: prepare one with "
+            "`causeway data prepare --input ... --pair-fields inputs targets` and set data.path"
+        )
+    if m.arch == "encoder_decoder":
+        resolve_encoder_decoder_lengths(config)
+        longest = max(d.inputs_length, d.targets_length)
+    else:
+        longest = d.seq_len
+    if longest > m.max_seq_len:
+        raise ConfigError(f"sequence length {longest} exceeds model.max_seq_len {m.max_seq_len}")
+    if d.micro_batch_size is None:
+        d.micro_batch_size = d.batch_size
+    if d.batch_size <= 0 or d.micro_batch_size <= 0 or d.batch_size % d.micro_batch_size:
+        raise ConfigError(
+            f"data.batch_size ({d.batch_size}) must be a positive multiple of "
+            f"data.micro_batch_size ({d.micro_batch_size})"
+        )
+
+
+def resolve_encoder_decoder_lengths(config: RunConfig) -> None:
+    from causeway.data_pipeline.objectives import span_corruption_lengths
+
+    d, o = config.data, config.objective
+    if d.inputs_length is None:
+        d.inputs_length = d.seq_len
+    if d.targets_length is None:
+        if o.name == "span_corruption":
+            _, _, d.targets_length = span_corruption_lengths(
+                d.inputs_length, o.noise_density, o.mean_noise_span_length
+            )
+        else:
+            d.targets_length = d.inputs_length
+
+
+def check_training(config: RunConfig) -> None:
+    t, s = config.train, config.schedule
+    if t.steps <= 0:
+        raise ConfigError(f"train.steps must be positive, got {t.steps}")
+    if s.warmup_steps < 0:
+        raise ConfigError(f"schedule.warmup_steps must be >= 0, got {s.warmup_steps}")
+    if t.log_every <= 0:
+        raise ConfigError(f"train.log_every must be positive, got {t.log_every}")
+    if config.optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr must be positive, got {config.optimizer.lr}")
+    if len(config.optimizer.betas) != 2:
+        raise ConfigError(f"optimizer.betas needs two values, got {config.optimizer.betas}")

@@ -1,0 +1,89 @@
+"""An encoder-decoder: bidirectional encoder, causal decoder with cross-attention.
+
+Encoder and decoder share one embedding (and, when tied, the output projection), as in
+T5 and the paper's ED models. Packed rows match on segment ids: a decoder token attends
+only to encoder tokens of the same document.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from causeway.config.schema import ModelConfig
+from causeway.models.attention import AttentionMask
+from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
+from causeway.models.masks import MaskInputs, self_attention_spec
+
+
+def default_positions(tokens: torch.Tensor) -> torch.Tensor:
+    return torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+
+
+class EncoderDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.rope = RotaryTable(cfg.dim_per_head, cfg.max_seq_len, cfg.rope_theta)
+        n_enc = cfg.encoder_layers
+        self.encoder_layers = nn.ModuleDict({str(i): Block(cfg) for i in range(n_enc)})
+        self.encoder_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.layers = nn.ModuleDict({str(i): Block(cfg, cross=True) for i in range(cfg.n_layers)})
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.output = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, False)
+
+    def encode(self, enc_tokens, enc_positions=None, enc_segment_ids=None) -> torch.Tensor:
+        if enc_positions is None:
+            enc_positions = default_positions(enc_tokens)
+        spec = self_attention_spec(
+            "bidirectional", enc_tokens.shape[1], enc_segment_ids, enc_positions, None
+        )
+        mask = AttentionMask(spec, self.cfg.attention, enc_tokens.device)
+        h = self.embed(enc_tokens)
+        rope = self.rope(enc_positions, h.dtype)
+        for layer in self.encoder_layers.values():
+            h = layer(h, mask, rope)
+        return self.encoder_norm(h)
+
+    def forward(
+        self,
+        enc_tokens: torch.Tensor,
+        dec_tokens: torch.Tensor,
+        enc_positions: torch.Tensor | None = None,
+        dec_positions: torch.Tensor | None = None,
+        enc_segment_ids: torch.Tensor | None = None,
+        dec_segment_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """-> logits [B, T_dec, V]."""
+        memory = self.encode(enc_tokens, enc_positions, enc_segment_ids)
+        if dec_positions is None:
+            dec_positions = default_positions(dec_tokens)
+        batch, dec_len = dec_tokens.shape
+        self_spec = self_attention_spec("causal", dec_len, dec_segment_ids, dec_positions, None)
+        cross_spec = MaskInputs(
+            "cross", batch, dec_len, enc_tokens.shape[1], dec_segment_ids, enc_segment_ids
+        )
+        self_mask = AttentionMask(self_spec, self.cfg.attention, dec_tokens.device)
+        cross_mask = AttentionMask(cross_spec, self.cfg.attention, dec_tokens.device)
+        h = self.embed(dec_tokens)
+        rope = self.rope(dec_positions, h.dtype)
+        for layer in self.layers.values():
+            h = layer(h, self_mask, rope, memory=memory, cross_mask=cross_mask)
+        h = self.norm(h)
+        return F.linear(h, self.embed.weight) if self.output is None else self.output(h)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        std = self.cfg.init_std
+        nn.init.normal_(self.embed.weight, std=std)
+        for stack in (self.encoder_layers, self.layers):
+            out_std = depth_scaled_std(std, len(stack))
+            for layer in stack.values():
+                layer.init_weights(std, out_std)
+        self.encoder_norm.reset_parameters()
+        self.norm.reset_parameters()
+        self.rope.reset_parameters()
+        if self.output is not None:
+            nn.init.normal_(self.output.weight, std=std)

@@ -1,0 +1,35 @@
+"""Parameter and FLOP counts used for MFU and for `causeway plan`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from causeway.config.schema import ModelConfig
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters (tied weights once); works on the meta device."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def matmul_parameters(cfg: ModelConfig) -> int:
+    """Parameters that take part in a matmul per token (all but the input embedding)."""
+    head = cfg.dim_per_head
+    attn = cfg.d_model * head * (2 * cfg.n_heads + 2 * cfg.kv_heads)
+    mlp = 3 * cfg.d_model * cfg.d_ff
+    output = cfg.d_model * cfg.vocab_size
+    if cfg.arch == "encoder_decoder":
+        # Per token of each side; cross-attention K/V act on encoder tokens.
+        return cfg.encoder_layers * (attn + mlp) + cfg.n_layers * (2 * attn + mlp) + output
+    return cfg.n_layers * (attn + mlp) + output
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x matmul params + attention scores (PaLM appendix B).
+
+    Attention is counted over the full T x T square whatever the visibility, as the
+    PaLM/Megatron convention does, so MFU is comparable across visibilities.
+    """
+    layers = cfg.n_layers + (cfg.encoder_layers if cfg.arch == "encoder_decoder" else 0)
+    attention = 12 * layers * cfg.n_heads * cfg.dim_per_head * seq_len
+    return 6 * matmul_parameters(cfg) + attention
