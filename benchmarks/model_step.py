@@ -17,7 +17,6 @@ import torch
 
 from causeway.config.schema import ModelConfig
 from causeway.models import build_model, materialize
-from causeway.models.loss import loss_sums
 
 SHAPE = dict(d_model=512, n_layers=8, n_heads=8, d_ff=1376, vocab_size=8192)
 BATCH, SEQ = 8, 256
@@ -38,7 +37,7 @@ def causeway_step(visibility: str):
         extra["prefix_lengths"] = torch.tensor([[0, SEQ // 2]] * BATCH)
 
     def step():
-        sums = loss_sums(model(tokens, **extra), targets, mask)
+        sums = model(tokens, **extra, targets=targets, loss_mask=mask)
         loss = sums.total(0.0, sums.tokens)
         loss.backward()
         opt.step()

@@ -14,6 +14,7 @@ from torch import nn
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
 from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
+from causeway.models.loss import LossSums, linear_loss_sums
 from causeway.models.masks import self_attention_spec
 
 
@@ -34,8 +35,15 @@ class Decoder(nn.Module):
         positions: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
         prefix_lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, V]. See `masks.py` for the packing inputs."""
+        targets: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+        z_weight: float = 0.0,
+    ) -> torch.Tensor | LossSums:
+        """tokens [B, T] -> logits [B, T, V]; or, given targets, the loss sums.
+
+        See `masks.py` for the packing inputs. With targets the output projection and
+        the loss are fused (`linear_loss_sums`), so [B, T, V] logits never exist.
+        """
         h = self.embed(tokens)
         if positions is None:
             positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
@@ -46,12 +54,14 @@ class Decoder(nn.Module):
         rope = self.rope(positions, h.dtype)
         for layer in self.layers.values():
             h = layer(h, mask, rope)
-        return self.logits(self.norm(h))
+        h = self.norm(h)
+        if targets is None:
+            return F.linear(h, self.output_weight)
+        return linear_loss_sums(h, self.output_weight, targets, loss_mask, z_weight)
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        if self.output is None:
-            return F.linear(h, self.embed.weight)
-        return self.output(h)
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.output is None else self.output.weight
 
     @torch.no_grad()
     def init_weights(self) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
 from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
+from causeway.models.loss import LossSums, linear_loss_sums
 from causeway.models.masks import MaskInputs, self_attention_spec
 
 
@@ -55,8 +56,11 @@ class EncoderDecoder(nn.Module):
         dec_positions: torch.Tensor | None = None,
         enc_segment_ids: torch.Tensor | None = None,
         dec_segment_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """-> logits [B, T_dec, V]."""
+        targets: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+        z_weight: float = 0.0,
+    ) -> torch.Tensor | LossSums:
+        """-> logits [B, T_dec, V]; or, given targets, the loss sums (as `Decoder`)."""
         memory = self.encode(enc_tokens, enc_positions, enc_segment_ids)
         if dec_positions is None:
             dec_positions = default_positions(dec_tokens)
@@ -72,7 +76,13 @@ class EncoderDecoder(nn.Module):
         for layer in self.layers.values():
             h = layer(h, self_mask, rope, memory=memory, cross_mask=cross_mask)
         h = self.norm(h)
-        return F.linear(h, self.embed.weight) if self.output is None else self.output(h)
+        if targets is None:
+            return F.linear(h, self.output_weight)
+        return linear_loss_sums(h, self.output_weight, targets, loss_mask, z_weight)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.output is None else self.output.weight
 
     @torch.no_grad()
     def init_weights(self) -> None:

@@ -46,3 +46,86 @@ def loss_sums(
     ce = torch.where(mask, lse - target_logit, 0.0).sum()
     z = torch.where(mask, lse.square(), 0.0).sum()
     return LossSums(ce, z, tokens)
+
+
+class _ChunkedLinearCE(torch.autograd.Function):
+    """Output projection + cross-entropy (+ z-loss) without materialising all logits.
+
+    Logits are made `chunk` tokens at a time; the gradient of the loss with respect to
+    each chunk's logits (softmax * (1 + 2 z lse) - onehot) is known in the forward pass,
+    so it is turned into the gradients of `hidden` and `weight` at once and the chunk is
+    dropped. Memory for logits falls from tokens x vocab to chunk x vocab, and the
+    elementwise passes run on a chunk that stays in cache.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, picked, z_weight, chunk, mm_dtype):
+        grads = hidden.requires_grad or weight.requires_grad
+        grad_h = torch.empty_like(hidden) if grads else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if grads else None
+        w = weight.to(mm_dtype)
+        ce = hidden.new_zeros((), dtype=torch.float32)
+        z = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk):
+            h = hidden[start : start + chunk].to(mm_dtype)
+            target = picked[start : start + chunk]
+            valid = (target != IGNORE).float()
+            logits = (h @ w.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            target_logit = logits.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
+            ce += ((lse - target_logit) * valid).sum()
+            z += (lse.square() * valid).sum()
+            if not grads:
+                continue
+            probs = logits.sub_(lse[:, None]).exp_()
+            probs.mul_(((1.0 + 2.0 * z_weight * lse) * valid)[:, None])
+            probs.scatter_add_(1, target.clamp(min=0)[:, None], -valid[:, None])
+            probs = probs.to(mm_dtype)
+            grad_h[start : start + chunk] = probs @ w
+            grad_w.addmm_(probs.t().float(), h.float())
+        if grads:
+            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        ctx.mark_non_differentiable(ce, z)
+        return ce + z_weight * z, ce, z
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_ce, _grad_z):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_total, grad_w * grad_total, None, None, None, None
+
+
+def linear_loss_sums(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    loss_mask: torch.Tensor,
+    z_weight: float = 0.0,
+    chunk: int = 256,
+) -> LossSums:
+    """Loss sums of `hidden @ weight.T` against `targets`, chunked (see _ChunkedLinearCE).
+
+    hidden [B, T, D], weight [V, D]. Matmuls run in the autocast dtype when autocast is
+    on, the softmax in fp32. `LossSums.total(z_weight, n)` differentiates as usual.
+    """
+    device = hidden.device.type
+    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    mm_dtype = mm_dtype or weight.dtype
+    mask = loss_mask.reshape(-1)
+    picked = targets.reshape(-1).masked_fill(~mask, IGNORE)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    with torch.autocast(device, enabled=False):
+        total, ce, z = _ChunkedLinearCE.apply(flat, weight, picked, z_weight, chunk, mm_dtype)
+    return FusedLossSums(ce, z, mask.sum(), total, z_weight)
+
+
+class FusedLossSums(LossSums):
+    """LossSums whose differentiable total (ce + z_weight * z) comes from the fused op."""
+
+    def __init__(self, ce, z, tokens, fused_total, z_weight):
+        super().__init__(ce, z, tokens)
+        self.fused_total, self.z_weight = fused_total, z_weight
+
+    def total(self, z_weight: float, normalizer: torch.Tensor | float) -> torch.Tensor:
+        if z_weight != self.z_weight:
+            raise ValueError(f"fused loss was computed with z_weight {self.z_weight}")
+        return self.fused_total / normalizer

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from causeway.models import model_inputs
-from causeway.models.loss import LossSums, loss_sums
+from causeway.models.loss import LossSums
 
 
 @dataclass
@@ -36,8 +36,10 @@ def split_micro(batch: dict[str, torch.Tensor], micro: int) -> list[dict[str, to
 
 
 def forward_loss(model: nn.Module, batch: dict, arch: str, z_weight: float) -> LossSums:
-    logits = model(**model_inputs(batch, arch))
-    return loss_sums(logits, batch["targets"], batch["loss_mask"], z_weight)
+    inputs = model_inputs(batch, arch)
+    return model(
+        **inputs, targets=batch["targets"], loss_mask=batch["loss_mask"], z_weight=z_weight
+    )
 
 
 def train_step(

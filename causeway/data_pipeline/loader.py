@@ -1,0 +1,92 @@
+"""The data path end to end: shards -> documents -> chunks -> examples -> packed batches.
+
+Everything random is drawn from generators seeded by `seed`, in stream order, so the same
+arguments give identical batches. (Rank/worker splitting and resumable state come later.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from causeway.data_pipeline.examples import Example, Seq2SeqExample
+from causeway.data_pipeline.index import read_index
+from causeway.data_pipeline.objectives import Objective, chunk_document, make_objective
+from causeway.data_pipeline.packing import Batch, pack_decoder, pack_seq2seq
+from causeway.data_pipeline.reader import iter_documents, iter_pairs
+from causeway.data_pipeline.tokenizer import Tokenizer
+
+# Separate streams for shard order and for objective randomness, both derived from `seed`.
+_OBJECTIVE_STREAM = 1
+
+
+def load_tokenizer(data_dir: str | Path) -> Tokenizer:
+    """The tokenizer a prepared dataset was tokenized with."""
+    index = read_index(data_dir)
+    return Tokenizer.from_file(Path(data_dir) / index["tokenizer"])
+
+
+def iter_examples(
+    data_dir: str | Path, split: str, objective: Objective, seed: int, loop: bool
+) -> Iterator[Example | Seq2SeqExample]:
+    """Examples of `objective` over the split: pairs for mtf, else chunks of raw_length."""
+    if objective.takes_pairs:
+        for inputs, targets in iter_pairs(data_dir, split, seed, loop=loop):
+            yield objective((inputs, targets))
+        return
+    for doc in iter_documents(data_dir, split, seed, loop=loop):
+        for chunk in chunk_document(doc, objective.raw_length):
+            yield objective(chunk)
+
+
+def batch_iterator(
+    data_dir: str | Path,
+    split: str,
+    objective: str | Objective,
+    arch: str,
+    tokenizer: Tokenizer | None,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    loop: bool = True,
+    inputs_length: int | None = None,
+    targets_length: int | None = None,
+    objective_params: dict[str, Any] | None = None,
+) -> Iterator[Batch]:
+    """Packed batches of torch tensors for `arch` ("decoder" or "encoder_decoder").
+
+    `objective` is a name (built with `make_objective` from `objective_params`) or a built
+    `Objective`. `tokenizer=None` loads the dataset's own. Decoders pack to `seq_len`;
+    encoder-decoders pack to the objective's inputs/targets lengths (`inputs_length` defaults
+    to `seq_len`) with `pad_id` as the decoder start token, as in T5.
+    """
+    tokenizer = load_tokenizer(data_dir) if tokenizer is None else tokenizer
+    if isinstance(objective, str):
+        rng = np.random.default_rng([seed, _OBJECTIVE_STREAM])
+        objective = make_objective(
+            objective,
+            arch,
+            tokenizer,
+            seq_len,
+            rng,
+            inputs_length=inputs_length,
+            targets_length=targets_length,
+            **(objective_params or {}),
+        )
+    elif objective.arch != arch:
+        raise ValueError(f"objective was built for arch {objective.arch!r}, not {arch!r}")
+    examples = iter_examples(data_dir, split, objective, seed, loop)
+    if arch == "decoder":
+        return pack_decoder(examples, seq_len, batch_size, tokenizer.pad_id)
+    assert objective.inputs_length is not None and objective.targets_length is not None
+    return pack_seq2seq(
+        examples,
+        objective.inputs_length,
+        objective.targets_length,
+        batch_size,
+        tokenizer.pad_id,
+        decoder_start_id=tokenizer.pad_id,
+    )
