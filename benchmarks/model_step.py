@@ -38,7 +38,7 @@ def causeway_step(visibility: str):
 
     def step():
         sums = model(tokens, **extra, targets=targets, loss_mask=mask)
-        loss = sums.total(0.0, sums.tokens)
+        loss = sums.total(sums.tokens)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -2,20 +2,25 @@
 
 Plain single-device PyTorch: no collectives. Layers live in a ModuleDict keyed by their
 index so that pipeline stages can drop the ones they do not own and checkpoints keep
-the single-device names.
+the single-device names. A pipeline stage is this same class with `embed` unused as
+input (it takes hidden states) and/or `norm` removed (it returns hidden states).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
 from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
-from causeway.models.loss import LossSums, linear_loss_sums
+from causeway.models.loss import LossSums, output_head
 from causeway.models.masks import self_attention_spec
+
+
+def default_positions(tokens: torch.Tensor) -> torch.Tensor:
+    batch, length = tokens.shape[:2]
+    return torch.arange(length, device=tokens.device).expand(batch, length)
 
 
 class Decoder(nn.Module):
@@ -28,6 +33,10 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.output = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, False)
+        # Replaced by tensor parallelism with a vocabulary-sharded head; a plain function
+        # attribute, so it adds no parameters or state-dict keys.
+        self.head = output_head
+        self.takes_tokens = True  # False for pipeline stages after the first
 
     def forward(
         self,
@@ -44,20 +53,19 @@ class Decoder(nn.Module):
         See `masks.py` for the packing inputs. With targets the output projection and
         the loss are fused (`linear_loss_sums`), so [B, T, V] logits never exist.
         """
-        h = self.embed(tokens)
+        h = self.embed(tokens) if self.takes_tokens else tokens
         if positions is None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+            positions = default_positions(tokens)
         spec = self_attention_spec(
-            self.visibility, tokens.shape[1], segment_ids, positions, prefix_lengths
+            self.visibility, h.shape[1], segment_ids, positions, prefix_lengths
         )
-        mask = AttentionMask(spec, self.cfg.attention, tokens.device)
+        mask = AttentionMask(spec, self.cfg.attention, h.device)
         rope = self.rope(positions, h.dtype)
         for layer in self.layers.values():
             h = layer(h, mask, rope)
-        h = self.norm(h)
-        if targets is None:
-            return F.linear(h, self.output_weight)
-        return linear_loss_sums(h, self.output_weight, targets, loss_mask, z_weight)
+        if self.norm is None:
+            return h
+        return self.head(self.norm(h), self.output_weight, targets, loss_mask, z_weight)
 
     @property
     def output_weight(self) -> torch.Tensor:
@@ -65,13 +73,19 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Initialise every parameter; called after materialising from the meta device."""
+        """Initialise every parameter present; called after materialising from meta.
+
+        Depth scaling uses the configured depth, so a pipeline stage holding some of the
+        layers initialises them as the whole model would.
+        """
         std = self.cfg.init_std
-        nn.init.normal_(self.embed.weight, std=std)
-        out_std = depth_scaled_std(std, len(self.layers))
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=std)
+        out_std = depth_scaled_std(std, self.cfg.n_layers)
         for layer in self.layers.values():
             layer.init_weights(std, out_std)
-        self.norm.reset_parameters()
+        if self.norm is not None:
+            self.norm.reset_parameters()
         self.rope.reset_parameters()
         if self.output is not None:
             nn.init.normal_(self.output.weight, std=std)

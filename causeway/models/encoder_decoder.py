@@ -8,13 +8,12 @@ only to encoder tokens of the same document.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
 from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
-from causeway.models.loss import LossSums, linear_loss_sums
+from causeway.models.loss import LossSums, output_head
 from causeway.models.masks import MaskInputs, self_attention_spec
 
 
@@ -34,6 +33,7 @@ class EncoderDecoder(nn.Module):
         self.layers = nn.ModuleDict({str(i): Block(cfg, cross=True) for i in range(cfg.n_layers)})
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.output = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, False)
+        self.head = output_head  # see Decoder.head
 
     def encode(self, enc_tokens, enc_positions=None, enc_segment_ids=None) -> torch.Tensor:
         if enc_positions is None:
@@ -61,6 +61,8 @@ class EncoderDecoder(nn.Module):
         z_weight: float = 0.0,
     ) -> torch.Tensor | LossSums:
         """-> logits [B, T_dec, V]; or, given targets, the loss sums (as `Decoder`)."""
+        if (enc_segment_ids is None) != (dec_segment_ids is None):
+            raise ValueError("give both enc_segment_ids and dec_segment_ids, or neither")
         memory = self.encode(enc_tokens, enc_positions, enc_segment_ids)
         if dec_positions is None:
             dec_positions = default_positions(dec_tokens)
@@ -75,10 +77,7 @@ class EncoderDecoder(nn.Module):
         rope = self.rope(dec_positions, h.dtype)
         for layer in self.layers.values():
             h = layer(h, self_mask, rope, memory=memory, cross_mask=cross_mask)
-        h = self.norm(h)
-        if targets is None:
-            return F.linear(h, self.output_weight)
-        return linear_loss_sums(h, self.output_weight, targets, loss_mask, z_weight)
+        return self.head(self.norm(h), self.output_weight, targets, loss_mask, z_weight)
 
     @property
     def output_weight(self) -> torch.Tensor:
@@ -88,8 +87,9 @@ class EncoderDecoder(nn.Module):
     def init_weights(self) -> None:
         std = self.cfg.init_std
         nn.init.normal_(self.embed.weight, std=std)
-        for stack in (self.encoder_layers, self.layers):
-            out_std = depth_scaled_std(std, len(stack))
+        stacks = ((self.encoder_layers, self.cfg.encoder_layers), (self.layers, self.cfg.n_layers))
+        for stack, depth in stacks:
+            out_std = depth_scaled_std(std, depth)
             for layer in stack.values():
                 layer.init_weights(std, out_std)
         self.encoder_norm.reset_parameters()

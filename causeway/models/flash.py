@@ -42,6 +42,22 @@ def runs(segments: torch.Tensor) -> torch.Tensor:
     return ends - idx
 
 
+def paired_counts(spec: MaskInputs, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention: query and key sequences numbered by the same (row, segment) slots.
+
+    flash-attn pairs query sequence i with key sequence i, so both sides list documents
+    1..n then padding for every row, with empty sequences where a side lacks one.
+    """
+    n_seg = int(max(spec.q_segments.max(), spec.k_segments.max())) + 1
+    rows = n_seg * torch.arange(spec.batch, device=device)[:, None]
+
+    def counts(seg: torch.Tensor) -> torch.Tensor:
+        slot = torch.where(seg == 0, n_seg - 1, seg.long() - 1)
+        return torch.bincount((slot + rows).reshape(-1), minlength=spec.batch * n_seg)
+
+    return counts(spec.q_segments), counts(spec.k_segments)
+
+
 @dataclass
 class FlashLayout:
     kind: str
@@ -64,8 +80,11 @@ class FlashLayout:
                 return seg
             return torch.ones(spec.batch, length, dtype=torch.int32, device=device)
 
-        q_len = runs(seg_or_ones(spec.q_segments, spec.q_len))
-        k_len = runs(seg_or_ones(spec.k_segments, spec.k_len))
+        if spec.kind == "cross" and spec.q_segments is not None:
+            q_len, k_len = paired_counts(spec, device)
+        else:
+            q_len = runs(seg_or_ones(spec.q_segments, spec.q_len))
+            k_len = runs(seg_or_ones(spec.k_segments, spec.k_len))
         layout = cls(spec.kind, cu_seqlens(q_len), cu_seqlens(k_len), int(q_len.max()), 0)
         layout.k_max = int(k_len.max())
         if spec.kind == "prefix":

@@ -1,65 +1,84 @@
-"""Token-level cross-entropy with optional z-loss, returned as sums.
+"""Output projection + token cross-entropy (+ z-loss), returned as sums.
 
 Sums (not means) let the trainer divide by the number of loss tokens in the whole
 global batch, so gradient accumulation and data parallelism give the same gradient as
 one big batch.
+
+The projection and the loss are fused and chunked (`_ChunkedLinearCE`): [tokens, vocab]
+logits never exist at once. The same code serves a vocabulary-sharded output under
+tensor parallelism: given a process group it combines max, sum-exp and target logit
+across the shards, so each rank only ever holds its own slice of the vocabulary.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 IGNORE = -100
 
 
-@dataclass
-class LossSums:
+class LossSums(NamedTuple):
+    """A NamedTuple of tensors, so pipeline stages can return it like any output."""
+
+    loss: torch.Tensor  # ce + z_weight * z: the differentiable sum
     ce: torch.Tensor  # summed cross-entropy over loss tokens
-    z: torch.Tensor  # summed log(Z)^2 over loss tokens (0 when z-loss is off)
+    z: torch.Tensor  # summed log(Z)^2 over loss tokens
     tokens: torch.Tensor  # number of loss tokens
 
-    def total(self, z_weight: float, normalizer: torch.Tensor | float) -> torch.Tensor:
-        return (self.ce + z_weight * self.z) / normalizer
+    def total(self, normalizer: torch.Tensor | float) -> torch.Tensor:
+        return self.loss / normalizer
+
+
+def masked_targets(targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    return targets.reshape(-1).masked_fill(~loss_mask.reshape(-1), IGNORE)
 
 
 def loss_sums(
     logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor, z_weight: float = 0.0
 ) -> LossSums:
-    """logits [B, T, V] (computed in fp32), targets and loss_mask [B, T].
-
-    Masked positions become ignore_index rather than being gathered out: gathering
-    copies the [tokens, vocab] logits, which costs as much as the loss itself.
-    """
+    """The unfused reference: logits [B, T, V] given, computed in fp32."""
     flat = logits.reshape(-1, logits.shape[-1]).float()
-    mask = loss_mask.reshape(-1)
-    picked = targets.reshape(-1).masked_fill(~mask, IGNORE)
-    tokens = mask.sum()
-    if z_weight == 0.0:
-        ce = F.cross_entropy(flat, picked, reduction="sum", ignore_index=IGNORE)
-        return LossSums(ce, torch.zeros((), device=flat.device), tokens)
-    # One log-sum-exp serves both terms: CE = lse - logit[target], z = lse^2.
+    picked = masked_targets(targets, loss_mask)
+    valid = picked != IGNORE
     lse = torch.logsumexp(flat, dim=-1)
     target_logit = flat.gather(1, picked.clamp(min=0)[:, None]).squeeze(1)
-    ce = torch.where(mask, lse - target_logit, 0.0).sum()
-    z = torch.where(mask, lse.square(), 0.0).sum()
-    return LossSums(ce, z, tokens)
+    ce = torch.where(valid, lse - target_logit, 0.0).sum()
+    z = torch.where(valid, lse.square(), 0.0).sum()
+    return LossSums(ce + z_weight * z, ce.detach(), z.detach(), valid.sum())
+
+
+def _all_reduce(tensor: torch.Tensor, op, group) -> torch.Tensor:
+    if group is not None:
+        dist.all_reduce(tensor, op=op, group=group)
+    return tensor
+
+
+def _chunk_lse_and_target(logits, target, vocab_start, group):
+    """Log-sum-exp and target logit of each row, across vocabulary shards if any."""
+    row_max = _all_reduce(logits.max(dim=-1).values, dist.ReduceOp.MAX, group)
+    sum_exp = _all_reduce((logits - row_max[:, None]).exp().sum(-1), dist.ReduceOp.SUM, group)
+    lse = row_max + sum_exp.log()
+    local = (target >= vocab_start) & (target < vocab_start + logits.shape[1])
+    index = (target - vocab_start).clamp(0, logits.shape[1] - 1)
+    target_logit = logits.gather(1, index[:, None]).squeeze(1) * local
+    return lse, _all_reduce(target_logit, dist.ReduceOp.SUM, group), local
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
-    """Output projection + cross-entropy (+ z-loss) without materialising all logits.
+    """Logits `chunk` tokens at a time; their gradient (softmax * (1 + 2 z lse) - onehot)
+    is known in the forward pass, so it becomes the gradients of hidden and weight at
+    once and the chunk is dropped. The backward only scales the stored gradients.
 
-    Logits are made `chunk` tokens at a time; the gradient of the loss with respect to
-    each chunk's logits (softmax * (1 + 2 z lse) - onehot) is known in the forward pass,
-    so it is turned into the gradients of `hidden` and `weight` at once and the chunk is
-    dropped. Memory for logits falls from tokens x vocab to chunk x vocab, and the
-    elementwise passes run on a chunk that stays in cache.
+    Under tensor parallelism the stored hidden gradient is a partial sum over the
+    vocabulary shards; the caller marks it so (DTensor `Partial`).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, picked, z_weight, chunk, mm_dtype):
+    def forward(ctx, hidden, weight, picked, z_weight, chunk, mm_dtype, group, vocab_start):
         grads = hidden.requires_grad or weight.requires_grad
         grad_h = torch.empty_like(hidden) if grads else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if grads else None
@@ -71,15 +90,15 @@ class _ChunkedLinearCE(torch.autograd.Function):
             target = picked[start : start + chunk]
             valid = (target != IGNORE).float()
             logits = (h @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            target_logit = logits.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
+            lse, target_logit, local = _chunk_lse_and_target(logits, target, vocab_start, group)
             ce += ((lse - target_logit) * valid).sum()
             z += (lse.square() * valid).sum()
             if not grads:
                 continue
             probs = logits.sub_(lse[:, None]).exp_()
             probs.mul_(((1.0 + 2.0 * z_weight * lse) * valid)[:, None])
-            probs.scatter_add_(1, target.clamp(min=0)[:, None], -valid[:, None])
+            index = (target - vocab_start).clamp(0, logits.shape[1] - 1)
+            probs.scatter_add_(1, index[:, None], -(valid * local)[:, None])
             probs = probs.to(mm_dtype)
             grad_h[start : start + chunk] = probs @ w
             grad_w.addmm_(probs.t().float(), h.float())
@@ -91,7 +110,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total, _grad_ce, _grad_z):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_total, grad_w * grad_total, None, None, None, None
+        return grad_h * grad_total, grad_w * grad_total, None, None, None, None, None, None
 
 
 def linear_loss_sums(
@@ -101,31 +120,34 @@ def linear_loss_sums(
     loss_mask: torch.Tensor,
     z_weight: float = 0.0,
     chunk: int = 256,
+    group: dist.ProcessGroup | None = None,
+    vocab_start: int = 0,
 ) -> LossSums:
-    """Loss sums of `hidden @ weight.T` against `targets`, chunked (see _ChunkedLinearCE).
+    """Loss sums of `hidden @ weight.T` against `targets` without full logits.
 
-    hidden [B, T, D], weight [V, D]. Matmuls run in the autocast dtype when autocast is
-    on, the softmax in fp32. `LossSums.total(z_weight, n)` differentiates as usual.
+    hidden [B, T, D]; weight [V, D], or this rank's rows [vocab_start, vocab_start + V_local)
+    of it when `group` is the tensor-parallel group. Matmuls run in the autocast dtype
+    when autocast is on, the softmax in fp32.
     """
     device = hidden.device.type
     mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    mm_dtype = mm_dtype or weight.dtype
-    mask = loss_mask.reshape(-1)
-    picked = targets.reshape(-1).masked_fill(~mask, IGNORE)
+    picked = masked_targets(targets, loss_mask)
     flat = hidden.reshape(-1, hidden.shape[-1])
     with torch.autocast(device, enabled=False):
-        total, ce, z = _ChunkedLinearCE.apply(flat, weight, picked, z_weight, chunk, mm_dtype)
-    return FusedLossSums(ce, z, mask.sum(), total, z_weight)
+        loss, ce, z = _ChunkedLinearCE.apply(
+            flat, weight, picked, z_weight, chunk, mm_dtype or weight.dtype, group, vocab_start
+        )
+    return LossSums(loss, ce, z, (picked != IGNORE).sum())
 
 
-class FusedLossSums(LossSums):
-    """LossSums whose differentiable total (ce + z_weight * z) comes from the fused op."""
-
-    def __init__(self, ce, z, tokens, fused_total, z_weight):
-        super().__init__(ce, z, tokens)
-        self.fused_total, self.z_weight = fused_total, z_weight
-
-    def total(self, z_weight: float, normalizer: torch.Tensor | float) -> torch.Tensor:
-        if z_weight != self.z_weight:
-            raise ValueError(f"fused loss was computed with z_weight {self.z_weight}")
-        return self.fused_total / normalizer
+def output_head(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    loss_mask: torch.Tensor | None = None,
+    z_weight: float = 0.0,
+) -> torch.Tensor | LossSums:
+    """The single-device head: logits without targets, fused loss sums with them."""
+    if targets is None:
+        return F.linear(hidden, weight)
+    return linear_loss_sums(hidden, weight, targets, loss_mask, z_weight)

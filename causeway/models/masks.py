@@ -2,7 +2,8 @@
 
 Packed rows carry per-token `segment_ids` (documents numbered 1, 2, ...; 0 = padding),
 per-token `positions` (restarting at 0 in each document) and per-segment
-`prefix_lengths` ([B, S]; entry k is the prefix length of segment k). A query at index t
+`prefix_lengths` ([B, S]; entry k is the prefix length of segment k, entry 0 belongs to
+padding; an unpacked row is segment 1, so it needs S >= 2). A query at index t
 may see a key at index s of the same row iff they are in the same segment and
 
 - causal:        s <= t

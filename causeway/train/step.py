@@ -61,7 +61,7 @@ def train_step(
     for micro in split_micro(batch, micro_batch_size):
         with autocast_for(precision, device):
             sums = forward_loss(model, micro, arch, z_loss)
-        sums.total(z_loss, normalizer).backward()
+        sums.total(normalizer).backward()
         ce_sum += sums.ce.detach()
         z_sum += sums.z.detach()
     max_norm = grad_clip if grad_clip > 0 else float("inf")

@@ -11,7 +11,6 @@ import dataclasses
 import math
 
 import torch
-import torch.nn.functional as F
 
 from causeway.config.schema import ModelConfig
 from causeway.models import build_model, materialize
@@ -248,7 +247,3 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol=2e-5, rtol=2
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max().detach())
-
-
-def cross_entropy_at(logits: torch.Tensor, b: int, t: int, target: int = 0) -> torch.Tensor:
-    return F.cross_entropy(logits[b, t][None], torch.tensor([target]))

@@ -29,7 +29,7 @@ KV_HEADS = {"mha": None, "gqa": 2, "mqa": 1}
 
 
 def decoder_inputs(packed: bool, vocab: int, seed: int = 1):
-    """(forward kwargs, reference mask args) for a packed or an unpacked batch."""
+    """tokens and the forward's packing kwargs for a packed or an unpacked batch."""
     if packed:
         segment_ids, positions, prefix_lengths = packed_decoder_batch()
     else:

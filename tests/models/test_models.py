@@ -14,7 +14,7 @@ import causeway.models.attention as attention_module
 from causeway.models import build_model, materialize, model_inputs
 from causeway.models.flops import count_parameters
 from causeway.models.layers import GatedMLP
-from causeway.models.loss import loss_sums
+from causeway.models.loss import linear_loss_sums, loss_sums
 
 from .reference import packed_decoder_batch, tiny_config, tiny_model
 
@@ -189,7 +189,27 @@ def test_depth_scaled_init_uses_the_configured_depth_on_a_pipeline_stage():
     assert pooled_std(wo) == pytest.approx(out_std * TRUNCATED_STD, rel=0.03)
 
 
+def test_encoder_decoder_stage_init_uses_the_configured_depths():
+    """As above for the encoder-decoder: a stage holding some encoder and some decoder
+    layers scales by the configured encoder and decoder depths."""
+    cfg = tiny_config(
+        arch="encoder_decoder", visibility="prefix", vocab_size=256, d_model=128,
+        n_layers=6, n_encoder_layers=8, n_heads=4, d_ff=256, init_std=0.02,
+    )  # fmt: skip
+    stage = build_model(cfg)
+    for name in ("0", "1", "2", "3", "4", "5"):
+        del stage.encoder_layers[name]  # keeps encoder layers 6 and 7
+    for name in ("0", "1", "2", "3"):
+        del stage.layers[name]  # keeps decoder layers 4 and 5
+    materialize(stage, "cpu", seed=0)
+    std = cfg.init_std
+    check_block_init(list(stage.encoder_layers.values()), std, std / math.sqrt(2 * 8))
+    check_block_init(list(stage.layers.values()), std, std / math.sqrt(2 * 6), cross=True)
+
+
 # ------------------------------------------------------------------ loss and z-loss
+# LossSums: `loss` = ce + z_weight * z is the differentiable sum; `ce`, `z` and `tokens` are
+# the reported sums.
 
 
 def hand_logits():
@@ -211,23 +231,26 @@ def test_loss_sums_on_a_hand_example():
     # (1,0) lse=ln16, target ln4.
     lse = [ln(4), ln(10), ln(16)]
     ce = (ln(4) - 0) + (ln(10) - ln(4)) + (ln(16) - ln(4))
+    z = sum(v * v for v in lse)
     sums = loss_sums(logits, targets, mask, z_weight=1e-4)
     assert int(sums.tokens) == 3
     assert float(sums.ce) == pytest.approx(ce, rel=1e-6)
-    assert float(sums.z) == pytest.approx(sum(v * v for v in lse), rel=1e-6)
-    assert float(sums.z / sums.tokens) == pytest.approx(sum(v * v for v in lse) / 3, rel=1e-6)
+    assert float(sums.z) == pytest.approx(z, rel=1e-6)
+    assert float(sums.z / sums.tokens) == pytest.approx(z / 3, rel=1e-6)  # mean lse^2
     expected_ce = F.cross_entropy(logits[mask], targets[mask], reduction="sum")
     torch.testing.assert_close(sums.ce, expected_ce)
-    total = sums.total(1e-4, sums.tokens)
-    assert float(total) == pytest.approx((ce + 1e-4 * sum(v * v for v in lse)) / 3, rel=1e-6)
+    assert float(sums.loss) == pytest.approx(ce + 1e-4 * z, rel=1e-6)
+    assert float(sums.total(sums.tokens)) == pytest.approx((ce + 1e-4 * z) / 3, rel=1e-6)
 
 
-def test_loss_without_z_matches_cross_entropy_and_reports_zero_z():
+def test_z_weight_changes_only_the_differentiable_loss():
     logits, targets, mask = hand_logits()
     plain = loss_sums(logits, targets, mask)
-    with_z = loss_sums(logits, targets, mask, z_weight=1e-4)
+    with_z = loss_sums(logits, targets, mask, z_weight=1e-2)
     torch.testing.assert_close(plain.ce, with_z.ce)
-    assert float(plain.z) == 0.0
+    torch.testing.assert_close(plain.z, with_z.z)
+    torch.testing.assert_close(plain.loss, plain.ce)
+    torch.testing.assert_close(with_z.loss, with_z.ce + 1e-2 * with_z.z)
     torch.testing.assert_close(
         plain.ce, F.cross_entropy(logits[mask], targets[mask], reduction="sum")
     )
@@ -245,18 +268,58 @@ def test_masked_positions_contribute_nothing(z_weight):
     changed_logits[~mask] = 1e4 * torch.randn_like(changed_logits[~mask])
     changed_targets = targets.masked_fill(~mask, 7)
     other = loss_sums(changed_logits, changed_targets, mask, z_weight)
-    assert torch.equal(base.ce, other.ce) and torch.equal(base.z, other.z)
+    for name in ("loss", "ce", "z", "tokens"):
+        assert torch.equal(getattr(base, name), getattr(other, name)), name
     leaf = logits.clone().requires_grad_(True)
-    loss_sums(leaf, targets, mask, z_weight).total(z_weight, 1.0).backward()
+    loss_sums(leaf, targets, mask, z_weight).total(1.0).backward()
     assert torch.all(leaf.grad[~mask] == 0)
     assert torch.all(leaf.grad[mask].abs().sum(-1) > 0)
-    # z-loss term has its own gradient: d(lse^2)/dlogits = 2 lse softmax
-    if z_weight:
-        leaf.grad = None
-        loss_sums(leaf, targets, mask, 1.0).z.backward()
-        lse = torch.logsumexp(logits, -1, keepdim=True)
-        expected = torch.where(mask[..., None], 2 * lse * logits.softmax(-1), 0.0)
-        torch.testing.assert_close(leaf.grad, expected)
+    # d/dlogits of (lse - logit[target]) + w lse^2 = softmax (1 + 2 w lse) - onehot
+    lse = torch.logsumexp(logits, -1, keepdim=True)
+    onehot = F.one_hot(targets, 11).float()
+    expected = logits.softmax(-1) * (1 + 2 * z_weight * lse) - onehot
+    torch.testing.assert_close(leaf.grad, torch.where(mask[..., None], expected, 0.0))
+
+
+@pytest.mark.parametrize("z_weight", [0.0, 1e-2])
+@pytest.mark.parametrize("chunk", [4, 7, 256])
+def test_fused_linear_loss_matches_unfused_loss(z_weight, chunk):
+    """linear_loss_sums (chunked, logits never whole) = loss_sums(hidden @ weight.T)."""
+    torch.manual_seed(1)
+    hidden = torch.randn(3, 6, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (3, 6))
+    mask = torch.rand(3, 6) > 0.3
+    fused = linear_loss_sums(hidden, weight, targets, mask, z_weight, chunk=chunk)
+    grads = torch.autograd.grad(fused.total(5.0), (hidden, weight))
+    reference = loss_sums(hidden @ weight.T, targets, mask, z_weight)
+    expected = torch.autograd.grad(reference.total(5.0), (hidden, weight))
+    for name in ("loss", "ce", "z"):
+        torch.testing.assert_close(getattr(fused, name), getattr(reference, name))
+    assert int(fused.tokens) == int(reference.tokens) == int(mask.sum())
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_model_forward_with_targets_matches_loss_on_logits(arch):
+    model = tiny_model(arch=arch, tie_embeddings=arch == "decoder")
+    torch.manual_seed(2)
+    tokens = torch.randint(0, model.cfg.vocab_size, (2, 9))
+    dec = tokens if arch == "decoder" else tokens[:, :5]
+    targets = torch.roll(dec, -1, dims=1)
+    mask = torch.rand(dec.shape) > 0.3
+    inputs = (tokens,) if arch == "decoder" else (tokens, dec)
+    fused = model(*inputs, targets=targets, loss_mask=mask, z_weight=1e-3)
+    fused.total(fused.tokens).backward()
+    fused_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    reference = loss_sums(model(*inputs), targets, mask, z_weight=1e-3)
+    reference.total(reference.tokens).backward()
+    torch.testing.assert_close(fused.loss, reference.loss)
+    torch.testing.assert_close(fused.ce, reference.ce)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(fused_grads[name], param.grad, atol=1e-6, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ meta device, materialize
@@ -269,9 +332,7 @@ def test_build_on_meta_allocates_nothing(arch):
     assert tensors and all(t.is_meta for t in tensors)
     # A paper-size model builds on meta in no time and no memory (19 GB in fp32 otherwise).
     big = build_model(
-        tiny_config(
-            arch=arch, vocab_size=32128, d_model=4096, n_layers=24, n_heads=64, d_ff=10240
-        )
+        tiny_config(arch=arch, vocab_size=32128, d_model=4096, n_layers=24, n_heads=64, d_ff=10240)
     )
     assert all(p.is_meta for p in big.parameters()) and count_parameters(big) > 4e9
 

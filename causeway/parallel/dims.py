@@ -1,0 +1,101 @@
+"""The parallel layout of a run: sizes, their checks, and the device mesh."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+from causeway.config import ConfigError, RunConfig
+
+MESH_ORDER = ("pp", "dp_replicate", "dp_shard", "tp")
+
+
+@dataclass
+class ParallelDims:
+    dp_replicate: int
+    dp_shard: int
+    tp: int
+    pp: int
+    world_size: int
+    virtual_stages: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, world_size: int) -> ParallelDims:
+        """Resolve dp_shard=-1 and check every size against the model and the batch."""
+        p = cfg.parallel
+        for name in ("dp_replicate", "tp", "pp", "virtual_stages"):
+            if getattr(p, name) < 1:
+                raise ConfigError(f"parallel.{name} must be >= 1, got {getattr(p, name)}")
+        others = p.dp_replicate * p.tp * p.pp
+        dp_shard = p.dp_shard
+        if dp_shard == -1:
+            if world_size % others:
+                raise ConfigError(
+                    f"world size {world_size} is not divisible by dp_replicate x tp x pp "
+                    f"= {others}, so dp_shard cannot fill it"
+                )
+            dp_shard = world_size // others
+        dims = cls(p.dp_replicate, dp_shard, p.tp, p.pp, world_size, p.virtual_stages)
+        dims.check(cfg)
+        return dims
+
+    def check(self, cfg: RunConfig) -> None:
+        product = self.dp_replicate * self.dp_shard * self.tp * self.pp
+        if product != self.world_size:
+            raise ConfigError(
+                f"dp_replicate {self.dp_replicate} x dp_shard {self.dp_shard} x tp {self.tp} "
+                f"x pp {self.pp} = {product}, but the world size is {self.world_size}"
+            )
+        m, d = cfg.model, cfg.data
+        for name, value in (("n_heads", m.n_heads), ("n_kv_heads", m.kv_heads)):
+            if value % self.tp:
+                raise ConfigError(
+                    f"model.{name} ({value}) is not divisible by parallel.tp {self.tp}"
+                )
+        if m.vocab_size % self.tp:
+            raise ConfigError(f"model.vocab_size ({m.vocab_size}) is not divisible by tp {self.tp}")
+        for name in ("seq_len", "inputs_length", "targets_length"):
+            value = getattr(d, name)
+            used = name != "seq_len" or m.arch == "decoder"
+            if used and value is not None and value % self.tp:
+                raise ConfigError(
+                    f"data.{name} ({value}) is not divisible by parallel.tp {self.tp} "
+                    "(sequence parallelism splits the sequence)"
+                )
+        stages = self.pp * self.virtual_stages
+        if self.pp > 1 and m.n_layers % stages:
+            raise ConfigError(
+                f"model.n_layers ({m.n_layers}) is not divisible by pp x virtual_stages = {stages}"
+            )
+        per_step = self.dp * d.micro_batch_size
+        if d.batch_size % per_step:
+            raise ConfigError(
+                f"data.batch_size ({d.batch_size}) is not divisible by data-parallel size "
+                f"{self.dp} x data.micro_batch_size {d.micro_batch_size}"
+            )
+        if self.pp > 1 and m.arch == "encoder_decoder":
+            raise ConfigError(
+                "pipeline parallelism is not supported for arch encoder_decoder "
+                "(use tp and dp_shard for it)"
+            )
+
+    @property
+    def dp(self) -> int:
+        return self.dp_replicate * self.dp_shard
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in MESH_ORDER}
+
+    def build_mesh(self, device_type: str) -> DeviceMesh:
+        """A 4-D mesh (pp, dp_replicate, dp_shard, tp), plus the flattened 'dp' dim."""
+        shape = tuple(self.sizes.values())
+        mesh = init_device_mesh(device_type, shape, mesh_dim_names=MESH_ORDER)
+        mesh["dp_replicate", "dp_shard"]._flatten("dp")
+        return mesh
+
+    @cached_property
+    def parallel(self) -> bool:
+        return self.world_size > 1
