@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a recipe")
     add_config_args(train, recipe_optional=True)
     train.add_argument("--run-dir", type=Path, help="where metrics, config and checkpoints go")
+    train.add_argument("--init-from", help="start from a checkpoint's weights (fresh optimizer)")
 
     config = commands.add_parser("config", help="inspect configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -62,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args) -> int:
     from causeway.train.trainer import run_training
 
-    cfg = load_config(args.recipe, args.overrides)
+    overrides = list(args.overrides)
+    if args.init_from:
+        overrides.append(f"checkpoint.init_from={args.init_from}")
+    cfg = load_config(args.recipe, overrides)
     run_training(cfg, args.run_dir)
     return 0
 

@@ -1,60 +1,100 @@
-"""The end-of-run checkpoint of a single process: weights, optimizer, config, step.
+"""The end-of-run checkpoint: model weights keyed by single-device names, any layout.
 
-Layout: RUN_DIR/checkpoints/step_N/{model.safetensors, train_state.pt, config.yaml,
-meta.json, COMMITTED}. COMMITTED is written last, after the other files are flushed and
-fsynced, so a crash mid-save never leaves a directory that reads as complete. (Sharded,
-resumable checkpoints under any parallel layout build on this layout.)
+Layout: RUN_DIR/checkpoints/step_N/ holds the torch.distributed.checkpoint (DCP) files
+of the model, `config.yaml`, `meta.json` and, written last, `COMMITTED`. Every rank
+writes its own shards; rank 0 writes the marker only after a barrier, once every file
+is fsynced, so a crash mid-save never leaves a directory that reads as complete. Being
+keyed by parameter names, a checkpoint saved under one layout loads under any other.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    set_model_state_dict,
+)
 
 from causeway.config import RunConfig, dump_yaml
 
 COMMIT_MARKER = "COMMITTED"
 
 
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
+def fsync_tree(path: Path) -> None:
+    for file in path.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as handle:
+                os.fsync(handle.fileno())
 
 
-def save_final(
-    run_dir: Path, step: int, config: RunConfig, model: nn.Module, optimizer=None
-) -> Path:
-    out = run_dir / "checkpoints" / f"step_{step}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / COMMIT_MARKER).unlink(missing_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(out / "model.safetensors"))
-    if optimizer is not None:
-        torch.save({"optimizer": optimizer.state_dict(), "step": step}, out / "train_state.pt")
-    (out / "config.yaml").write_text(dump_yaml(config))
-    (out / "meta.json").write_text(json.dumps({"step": step, "format": 1}))
-    for path in out.iterdir():
-        fsync_file(path)
-    marker = out / COMMIT_MARKER
-    marker.write_text(f"{step}\n")
-    fsync_file(marker)
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+@contextmanager
+def quiet_single_process():
+    """DCP warns that it assumes one process when no process group exists; we mean it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def model_state(parts: list[nn.Module]) -> dict:
+    """The union of the parts' state dicts, keyed by single-device names."""
+    state = {}
+    for part in parts:
+        state.update(get_model_state_dict(part))
+    return state
+
+
+def save_final(run_dir: Path, step: int, config: RunConfig, parts: list[nn.Module]) -> Path:
+    out = Path(run_dir) / "checkpoints" / f"step_{step}"
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / COMMIT_MARKER).unlink(missing_ok=True)
+    barrier()
+    with quiet_single_process():
+        dcp.save({"model": model_state(parts)}, checkpoint_id=str(out))
+    if is_main():
+        (out / "config.yaml").write_text(dump_yaml(config))
+        (out / "meta.json").write_text(json.dumps({"step": step, "format": 1}))
+    fsync_tree(out)
+    barrier()
+    if is_main():
+        marker = out / COMMIT_MARKER
+        marker.write_text(f"{step}\n")
+        with marker.open("rb") as handle:
+            os.fsync(handle.fileno())
+    barrier()
     return out
 
 
 def is_committed(checkpoint: Path) -> bool:
-    return (checkpoint / COMMIT_MARKER).is_file()
+    return (Path(checkpoint) / COMMIT_MARKER).is_file()
 
 
-def load_model_weights(checkpoint: Path, model: nn.Module) -> None:
+def load_model_weights(checkpoint: Path, parts: list[nn.Module] | nn.Module) -> None:
+    """Load a committed checkpoint's weights into the parts (any layout)."""
+    checkpoint = Path(checkpoint)
     if not is_committed(checkpoint):
         raise RuntimeError(f"{checkpoint} has no {COMMIT_MARKER} marker: it is partial")
-    model.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
-
-
-def load_train_state(checkpoint: Path) -> dict:
-    return torch.load(checkpoint / "train_state.pt", weights_only=True)
+    parts = [parts] if isinstance(parts, nn.Module) else parts
+    state = {"model": model_state(parts)}
+    with quiet_single_process():
+        dcp.load(state, checkpoint_id=str(checkpoint))
+    for part in parts:
+        set_model_state_dict(part, state["model"], options=StateDictOptions(strict=False))

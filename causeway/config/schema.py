@@ -118,6 +118,8 @@ class CheckpointConfig:
     keep: int = 2
     resume: str = "none"
     async_save: bool = False
+    # Start from these weights (a committed checkpoint directory), fresh optimizer.
+    init_from: str | None = None
 
 
 @dataclass

@@ -56,8 +56,9 @@ class Decoder(nn.Module):
         h = self.embed(tokens) if self.takes_tokens else tokens
         if positions is None:
             positions = default_positions(tokens)
+        # The full length comes from positions: under sequence parallelism h holds a shard.
         spec = self_attention_spec(
-            self.visibility, h.shape[1], segment_ids, positions, prefix_lengths
+            self.visibility, positions.shape[1], segment_ids, positions, prefix_lengths
         )
         mask = AttentionMask(spec, self.cfg.attention, h.device)
         rope = self.rope(positions, h.dtype)

@@ -10,9 +10,11 @@ from torch import nn
 from causeway.config.schema import OptimizerConfig, ScheduleConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(params, weight_decay: float) -> list[dict]:
     """Decay matrices; leave norms' gains (1-D) undecayed, as is usual for LMs."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     return [
@@ -21,14 +23,17 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.weight_decay)
+def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+    """`params`: a module or an iterable of parameters (all parts a rank holds)."""
+    groups = parameter_groups(params, cfg.weight_decay)
+    distributed = any(hasattr(p, "to_local") for g in groups for p in g["params"])
     if cfg.name == "adafactor":
         # torch's Adafactor: beta2 follows 1 - step^decay_rate (the paper's decay 0.8).
         return torch.optim.Adafactor(groups, lr=cfg.lr, beta2_decay=cfg.decay_rate)
-    # The fused kernel exists for CPU and CUDA tensors; DTensor parameters (added by
-    # later parallelism) fall back to foreach inside torch.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=True)
+    # The fused kernel serves plain CPU and CUDA tensors; DTensors take the foreach path.
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=not distributed
+    )
 
 
 def lr_multiplier(cfg: ScheduleConfig, total_steps: int, step: int) -> float:

@@ -1,4 +1,9 @@
-"""One optimizer step over a global batch split into micro-batches."""
+"""One optimizer step over a global batch, for any layout (one process included).
+
+The loss of every micro-batch on every rank is divided by the number of loss tokens in
+the whole global batch, and gradients are summed across data-parallel ranks: that is
+exactly the gradient of one process over the global batch, whatever the layout.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+import torch.distributed as dist
 
 from causeway.models import model_inputs
 from causeway.models.loss import LossSums
+from causeway.parallel.apply import ParallelModel
+from causeway.parallel.pipeline import reduce_tied_gradients
+from causeway.train.distributed import all_reduce_sum
+
+STAGE_KWARGS = ("positions", "segment_ids", "prefix_lengths", "targets", "loss_mask")
 
 
 @dataclass
@@ -17,7 +27,7 @@ class StepResult:
     loss: float  # mean cross-entropy per loss token (z-loss excluded)
     z_loss: float
     grad_norm: float
-    tokens: int  # tokens processed (all positions of every row)
+    tokens: int  # tokens processed by the whole job (every position of every row)
     loss_tokens: int
 
 
@@ -30,20 +40,115 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def split_micro(batch: dict[str, torch.Tensor], micro: int) -> list[dict[str, torch.Tensor]]:
-    rows = next(iter(batch.values())).shape[0]
-    return [{k: v[i : i + micro] for k, v in batch.items()} for i in range(0, rows, micro)]
+def rows(batch: dict[str, torch.Tensor], start: int, count: int) -> dict[str, torch.Tensor]:
+    return {k: v[start : start + count] for k, v in batch.items()}
 
 
-def forward_loss(model: nn.Module, batch: dict, arch: str, z_weight: float) -> LossSums:
+def local_batch(pm: ParallelModel, batch: dict, device: torch.device) -> dict:
+    """This data-parallel rank's rows of the global batch (tp/pp peers get the same)."""
+    total = next(iter(batch.values())).shape[0]
+    share = total // pm.dims.dp
+    local = rows(batch, pm.local_rank("dp") * share, share) if pm.dims.dp > 1 else batch
+    return {k: v.to(device, non_blocking=True) for k, v in local.items()}
+
+
+def count_tokens(batch: dict[str, torch.Tensor]) -> int:
+    keys = ("tokens", "enc_tokens", "dec_tokens")
+    return sum(v.numel() for k, v in batch.items() if k in keys)
+
+
+def forward_sums(part, batch: dict, arch: str, z_weight: float) -> LossSums:
     inputs = model_inputs(batch, arch)
-    return model(
-        **inputs, targets=batch["targets"], loss_mask=batch["loss_mask"], z_weight=z_weight
-    )
+    targets, loss_mask = batch["targets"], batch["loss_mask"]
+    return part(**inputs, targets=targets, loss_mask=loss_mask, z_weight=z_weight)
+
+
+def run_micro_batches(pm, batch, normalizer, *, arch, micro, z_weight, precision, device, train):
+    """Forward (and backward when training) over micro-batches; returns summed sums."""
+    total = None
+    size = next(iter(batch.values())).shape[0]
+    for start in range(0, size, micro):
+        with autocast_for(precision, device):
+            sums = forward_sums(pm.parts[0], rows(batch, start, micro), arch, z_weight)
+        if train:
+            sums.total(normalizer).backward()
+        detached = LossSums(*(t.detach() for t in sums))
+        total = (
+            detached
+            if total is None
+            else LossSums(*(a + b for a, b in zip(total, detached, strict=True)))
+        )
+    return total
+
+
+def run_pipeline(pm, batch, normalizer, *, z_weight, precision, device, train) -> LossSums:
+    """One pass of the pipeline schedule; sums are non-zero on the last stage only."""
+    loss = pm.pipeline_loss
+    loss.normalizer, loss.sums = normalizer, []
+    kwargs = {k: batch[k] for k in STAGE_KWARGS if k in batch}
+    args = (batch["tokens"],) if pm.has_first_stage else ()
+    run = pm.schedule.step if train else pm.schedule.eval
+    with autocast_for(precision, device):
+        run(*args, target=batch["targets"], z_weight=z_weight, **kwargs)
+    sums = loss.step_sums()
+    if not sums:
+        zero = torch.zeros((), device=device)
+        return LossSums(zero, zero, zero, zero)
+    return LossSums(*(torch.stack(column).sum() for column in zip(*sums, strict=True)))
+
+
+def forward_backward(pm, batch, normalizer, *, arch, micro, z_weight, precision, device, train):
+    if pm.schedule is not None:
+        return run_pipeline(
+            pm, batch, normalizer, z_weight=z_weight, precision=precision, device=device,
+            train=train,
+        )  # fmt: skip
+    return run_micro_batches(
+        pm, batch, normalizer, arch=arch, micro=micro, z_weight=z_weight,
+        precision=precision, device=device, train=train,
+    )  # fmt: skip
+
+
+def grad_norm_and_clip(pm: ParallelModel, max_norm: float) -> torch.Tensor:
+    """Global gradient norm across shards and pipeline stages; clip when max_norm > 0.
+
+    A tied embedding's copy on the last pipeline stage holds the same (summed) gradient
+    as the first stage's, so it is counted once.
+    """
+    params = [p for p in counted_parameters(pm) if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params], 2.0)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    group = pm.group("pp")
+    if group is not None:
+        squared = norm.pow(2)
+        dist.all_reduce(squared, group=group)
+        norm = squared.sqrt()
+    if max_norm > 0:
+        every = [p for p in pm.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grads_with_norm_(every, max_norm, norm)
+    return norm
+
+
+def counted_parameters(pm: ParallelModel):
+    duplicate = None
+    if pm.dims.pp > 1 and not pm.has_first_stage:
+        for part in pm.parts:
+            if part.cfg.tie_embeddings and part.embed is not None:
+                duplicate = part.embed.weight
+    return [p for p in pm.parameters() if p is not duplicate]
+
+
+def reduce_sums(pm: ParallelModel, sums: LossSums) -> tuple[float, float]:
+    """Job-wide ce and z sums: over data-parallel ranks, and from the last stage."""
+    packed = torch.stack([sums.ce.float(), sums.z.float()])
+    all_reduce_sum(packed, pm.group("dp"))
+    all_reduce_sum(packed, pm.group("pp"))
+    return float(packed[0]), float(packed[1])
 
 
 def train_step(
-    model: nn.Module,
+    pm: ParallelModel,
     optimizer: torch.optim.Optimizer,
     batch: dict[str, torch.Tensor],
     *,
@@ -54,43 +159,38 @@ def train_step(
     precision: str,
     device: torch.device,
 ) -> StepResult:
-    """Accumulate gradients over micro-batches, normalised by the global loss tokens."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    normalizer = batch["loss_mask"].sum().clamp(min=1)
-    ce_sum = z_sum = 0.0
-    for micro in split_micro(batch, micro_batch_size):
-        with autocast_for(precision, device):
-            sums = forward_loss(model, micro, arch, z_loss)
-        sums.total(normalizer).backward()
-        ce_sum += sums.ce.detach()
-        z_sum += sums.z.detach()
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    tokens = count_tokens(batch)
+    local = local_batch(pm, batch, device)
+    normalizer = all_reduce_sum(local["loss_mask"].sum().float(), pm.group("dp")).clamp(min=1)
+    sums = forward_backward(
+        pm, local, normalizer, arch=arch, micro=micro_batch_size, z_weight=z_loss,
+        precision=precision, device=device, train=True,
+    )  # fmt: skip
+    reduce_tied_gradients(pm.parts, pm.tied_group)
+    norm = grad_norm_and_clip(pm, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    loss_tokens = int(normalizer)
-    return StepResult(
-        loss=float(ce_sum / normalizer),
-        z_loss=float(z_sum / normalizer),
-        grad_norm=float(grad_norm),
-        tokens=sum(
-            v.numel() for k, v in batch.items() if k in ("tokens", "enc_tokens", "dec_tokens")
-        ),
-        loss_tokens=loss_tokens,
-    )
+    ce, z = reduce_sums(pm, sums)
+    n = float(normalizer)
+    return StepResult(ce / n, z / n, float(norm), tokens, int(n))
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches, arch: str, precision: str, device) -> dict[str, float]:
+def evaluate(pm: ParallelModel, batches, arch: str, precision: str, device) -> dict[str, float]:
     """Mean loss per loss token over the given validation batches."""
-    was_training = model.training
-    model.eval()
+    for part in pm.parts:
+        part.eval()
     ce = tokens = 0.0
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast_for(precision, device):
-            sums = forward_loss(model, batch, arch, 0.0)
-        ce += float(sums.ce)
-        tokens += float(sums.tokens)
-    model.train(was_training)
+        local = local_batch(pm, batch, device)
+        normalizer = all_reduce_sum(local["loss_mask"].sum().float(), pm.group("dp"))
+        micro = next(iter(local.values())).shape[0]
+        sums = forward_backward(
+            pm, local, normalizer.clamp(min=1), arch=arch, micro=micro, z_weight=0.0,
+            precision=precision, device=device, train=False,
+        )  # fmt: skip
+        ce += reduce_sums(pm, sums)[0]
+        tokens += float(normalizer)
+    for part in pm.parts:
+        part.train()
     return {"val_loss": ce / max(tokens, 1.0), "val_tokens": int(tokens)}

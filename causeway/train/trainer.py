@@ -1,4 +1,4 @@
-"""The training run: set-up, then a short loop with hooks for logging and evaluation."""
+"""The training run: set-up for any layout, then a short loop with logging hooks."""
 
 from __future__ import annotations
 
@@ -8,35 +8,30 @@ from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import save_final
+from causeway.checkpoint.final import load_model_weights, save_final
 from causeway.config import RunConfig, save_config
-from causeway.models import build_model, materialize
 from causeway.models.flops import count_parameters, flops_per_token
+from causeway.parallel.apply import ParallelModel, parallelize
+from causeway.parallel.dims import ParallelDims
 from causeway.train.data import TrainData, build_data
+from causeway.train.distributed import DistEnv, init_distributed
 from causeway.train.metrics import MetricsLogger
 from causeway.train.optim import build_optimizer, build_scheduler
 from causeway.train.step import evaluate, train_step
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def refuse_parallel(cfg: RunConfig) -> None:
-    p = cfg.parallel
-    if p.dp_replicate * max(p.dp_shard, 1) * p.tp * p.pp != 1:
-        from causeway.config import ConfigError
-
-        raise ConfigError(
-            "parallel: this trainer runs one process; tp/pp/dp sizes above 1 need the "
-            "parallel trainer (torchrun), which this build does not include yet"
-        )
+def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
+    dims = ParallelDims.from_config(cfg, env.world_size)
+    mesh = dims.build_mesh(env.device.type) if dims.parallel else None
+    torch.manual_seed(cfg.train.seed)
+    pm = parallelize(cfg, dims, mesh, env.device)
+    if cfg.checkpoint.init_from:
+        load_model_weights(Path(cfg.checkpoint.init_from), pm.parts)
+    return pm
 
 
 @dataclass
@@ -46,31 +41,30 @@ class Trainer:
 
     def setup(self) -> None:
         cfg = self.cfg
-        refuse_parallel(cfg)
-        self.device = pick_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)
+        self.env = init_distributed(cfg.train.device)
         self.data: TrainData = build_data(cfg)
-        self.model = materialize(build_model(cfg.model), self.device, seed=cfg.train.seed)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        self.pm = build_parallel_model(cfg, self.env)
+        self.optimizer = build_optimizer(cfg.optimizer, list(self.pm.parameters()))
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.steps)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        self.metrics = MetricsLogger(self.run_dir, cfg.train.steps, cfg.train.progress)
         seq = cfg.data.seq_len if cfg.model.arch == "decoder" else cfg.data.inputs_length
         self.flops_per_token = flops_per_token(cfg.model, seq)
-        self.parameters = count_parameters(self.model)
+        self.metrics = None
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            self.metrics = MetricsLogger(self.run_dir, cfg.train.steps, cfg.train.progress)
 
     def fit(self) -> list[dict]:
         """Run every step; returns the logged records (also in metrics.jsonl)."""
         cfg, t = self.cfg, self.cfg.train
-        print(f"causeway: {self.parameters:,} parameters, run dir {self.run_dir}", flush=True)
+        self.announce()
         records, window_tokens, window_start = [], 0, time.perf_counter()
         for step in range(1, t.steps + 1):
             result = train_step(
-                self.model, self.optimizer, next(self.data.train),
+                self.pm, self.optimizer, next(self.data.train),
                 arch=cfg.model.arch, micro_batch_size=cfg.data.micro_batch_size,
                 z_loss=t.z_loss, grad_clip=t.grad_clip, precision=t.precision,
-                device=self.device,
+                device=self.env.device,
             )  # fmt: skip
             lr = self.scheduler.get_last_lr()[0]
             self.scheduler.step()
@@ -83,15 +77,27 @@ class Trainer:
             if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
                 figures = {**(figures or {}), **self.validate()}
             if figures is not None:
-                self.metrics.log(step, figures)
                 records.append({"step": step, **figures})
-        save_final(self.run_dir, t.steps, cfg, self.model, self.optimizer)
-        self.metrics.close()
+                if self.metrics is not None:
+                    self.metrics.log(step, figures)
+        save_final(self.run_dir, t.steps, cfg, self.pm.parts)
+        if self.metrics is not None:
+            self.metrics.close()
         return records
 
+    def announce(self) -> None:
+        if self.env.is_main:
+            dims = self.pm.dims
+            layout = " ".join(f"{k}={v}" for k, v in dims.sizes.items() if v > 1) or "1 process"
+            parameters = self.cfg_parameters()
+            print(f"causeway: {parameters:,} parameters, {layout}, run dir {self.run_dir}")
+
+    def cfg_parameters(self) -> int:
+        from causeway.models import build_model
+
+        return count_parameters(build_model(self.cfg.model, "meta"))
+
     def step_figures(self, result, lr: float, tokens_per_s: float) -> dict:
-        flops = self.flops_per_token * tokens_per_s
-        peak = self.cfg.train.peak_tflops * 1e12
         figures = {
             "loss": result.loss,
             "lr": lr,
@@ -99,17 +105,17 @@ class Trainer:
             "tokens_per_s": round(tokens_per_s, 1),
             "flops_per_token": self.flops_per_token,
         }
+        peak = self.cfg.train.peak_tflops * 1e12 * self.env.world_size
         if peak:
-            figures["mfu"] = flops / peak
+            figures["mfu"] = self.flops_per_token * tokens_per_s / peak
         if self.cfg.train.z_loss:
             figures["z_loss"] = result.z_loss
         return figures
 
     def validate(self) -> dict[str, float]:
         batches = self.data.validation(self.cfg.train.eval_batches)
-        return evaluate(
-            self.model, batches, self.cfg.model.arch, self.cfg.train.precision, self.device
-        )
+        t = self.cfg.train
+        return evaluate(self.pm, batches, self.cfg.model.arch, t.precision, self.env.device)
 
 
 def run_training(cfg: RunConfig, run_dir: Path | None = None) -> list[dict]:

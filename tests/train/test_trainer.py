@@ -4,9 +4,11 @@ import pytest
 import torch
 import yaml
 
-from causeway.checkpoint.final import is_committed, load_model_weights, load_train_state
+from causeway.checkpoint.final import is_committed, load_model_weights
 from causeway.config import dump_yaml, load_config
 from causeway.models import build_model, materialize, model_inputs
+from causeway.parallel.apply import ParallelModel
+from causeway.parallel.dims import ParallelDims
 from causeway.train.data import build_data
 from causeway.train.step import train_step
 from causeway.train.trainer import run_training
@@ -31,7 +33,7 @@ def test_run_directory_holds_config_metrics_tensorboard_and_checkpoint(builtin_d
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     checkpoint = run / "checkpoints" / "step_6"
     assert is_committed(checkpoint)
-    assert load_train_state(checkpoint)["step"] == 6
+    assert json.loads((checkpoint / "meta.json").read_text())["step"] == 6
 
 
 def test_final_checkpoint_reproduces_the_model(builtin_dir, tmp_path):
@@ -54,8 +56,9 @@ def one_step(cfg, micro):
     torch.manual_seed(0)
     model = materialize(build_model(cfg.model), "cpu", seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    pm = ParallelModel([model], ParallelDims(1, 1, 1, 1, 1))
     result = train_step(
-        model, opt, batch, arch=cfg.model.arch, micro_batch_size=micro, z_loss=1e-4,
+        pm, opt, batch, arch=cfg.model.arch, micro_batch_size=micro, z_loss=1e-4,
         grad_clip=0.0, precision="fp32", device=torch.device("cpu"),
     )  # fmt: skip
     return result
