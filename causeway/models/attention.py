@@ -14,6 +14,8 @@ Backends:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,9 +73,7 @@ def attend(
         return flash.attend(q, k, v, rendered, dropout)
     gqa = q.shape[1] != k.shape[1]
     if mask.backend == "flex":
-        from torch.nn.attention.flex_attention import flex_attention
-
-        return flex_attention(q, k, v, block_mask=rendered, enable_gqa=gqa)
+        return flex_kernel(q.is_cuda)(q, k, v, block_mask=rendered, enable_gqa=gqa)
     return F.scaled_dot_product_attention(
         q,
         k,
@@ -83,6 +83,14 @@ def attend(
         is_causal=mask.spec.trivially_causal,
         enable_gqa=gqa,
     )
+
+
+@functools.cache
+def flex_kernel(compiled: bool):
+    """FlexAttention is fast only compiled (GPU); eager it serves CPU evaluation."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
 
 
 class Attention(nn.Module):

@@ -153,4 +153,10 @@ def sync_tied_embedding(parts, group, first_rank: int) -> None:
 def reduce_tied_gradients(parts, group) -> None:
     weight = tied_embedding(parts)
     if weight is not None and group is not None and weight.grad is not None:
-        dist.all_reduce(local_tensor(weight.grad), group=group)
+        grad = weight.grad
+        if hasattr(grad, "placements") and grad.placements != weight.placements:
+            # Under TP the embedding's backward leaves a Replicate gradient on a
+            # vocabulary-sharded weight; give both copies the weight's layout first.
+            grad = grad.redistribute(weight.device_mesh, weight.placements)
+            weight.grad = grad
+        dist.all_reduce(local_tensor(grad), group=group)

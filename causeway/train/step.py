@@ -115,10 +115,8 @@ def grad_norm_and_clip(pm: ParallelModel, max_norm: float) -> torch.Tensor:
     A tied embedding's copy on the last pipeline stage holds the same (summed) gradient
     as the first stage's, so it is counted once.
     """
-    params = [p for p in counted_parameters(pm) if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params], 2.0)
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
+    grads = [p.grad for p in counted_parameters(pm) if p.grad is not None]
+    norm = total_norm(grads)
     group = pm.group("pp")
     if group is not None:
         squared = norm.pow(2)
@@ -126,8 +124,22 @@ def grad_norm_and_clip(pm: ParallelModel, max_norm: float) -> torch.Tensor:
         norm = squared.sqrt()
     if max_norm > 0:
         every = [p for p in pm.parameters() if p.grad is not None]
-        torch.nn.utils.clip_grads_with_norm_(every, max_norm, norm)
+        torch.nn.utils.clip_grads_with_norm_(every, max_norm, norm.float())
     return norm
+
+
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm over gradients that may be DTensors with different placements.
+
+    Accumulated in float64: fp32 norms of the same gradient computed whole and as two
+    shards differed by 5e-5 relative here, more than any layout should change it.
+    Each tensor's norm is made whole (`full_tensor`) before the norms are combined.
+    """
+    norms = [torch.linalg.vector_norm(g, 2.0, dtype=torch.float64) for g in grads]
+    whole = [n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]
+    if not whole:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.linalg.vector_norm(torch.stack(whole), 2.0)
 
 
 def counted_parameters(pm: ParallelModel):
