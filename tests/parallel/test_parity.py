@@ -35,6 +35,15 @@ VISIBILITY_RECIPES = {
 }
 CASES = [(v, layout) for v in VISIBILITY_RECIPES for layout in LAYOUTS]
 CASES += [("encoder_decoder", "tp2"), ("encoder_decoder", "dp_shard2")]
+# Activation checkpointing recomputes blocks; it must not change a single number.
+LAYOUTS["dp_shard2_checkpoint_full"] = (
+    2,
+    ["parallel.dp_shard=2", "parallel.activation_checkpoint=full"],
+)
+LAYOUTS["tp2_checkpoint_every_2"] = (
+    2, ["parallel.tp=2", "parallel.dp_shard=1", "parallel.activation_checkpoint=every_k"],
+)  # fmt: skip
+CASES += [("prefix", "dp_shard2_checkpoint_full"), ("causal", "tp2_checkpoint_every_2")]
 
 _reference: dict[str, list[dict]] = {}
 
