@@ -4,6 +4,7 @@
     causeway config show RECIPE [--set ...]
     causeway data prepare --source builtin --out DIR
     causeway data prepare --input FILE [FILE ...] --tokenizer tokenizer.json --out DIR
+    causeway plan RECIPE --gpus N [--gpu h100|h200|a100] [--set ...] [--json]
 
 Configuration mistakes print one line and exit with status 2 before anything is written.
 """
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="print the resolved config as YAML")
     add_config_args(show, recipe_optional=False)
 
+    plan = commands.add_parser("plan", help="dry-run a layout at scale: memory, FLOPs, MFU")
+    add_config_args(plan, recipe_optional=False)
+    plan.add_argument("--gpus", type=int, required=True, help="world size to plan for")
+    plan.add_argument("--gpu", default="h100", help="h100, h200 or a100")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser("prepare", help="tokenize text into webdataset shards")
@@ -76,6 +83,12 @@ def run_config_show(args) -> int:
     return 0
 
 
+def run_plan(args) -> int:
+    from causeway.parallel.plan import main_plan
+
+    return main_plan(args.recipe, args.gpus, args.gpu, args.overrides, args.json)
+
+
 def run_data_prepare(args) -> int:
     from causeway.data_pipeline.prepare import prepare_builtin, prepare_files
 
@@ -100,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "train": run_train,
         "config": run_config_show,
+        "plan": run_plan,
         "data": run_data_prepare,
     }[args.command]
     try:

@@ -40,7 +40,25 @@ def check_config(config: RunConfig) -> RunConfig:
     check_objective(config)
     check_data(config)
     check_training(config)
+    check_not_yet_built(config)
     return config
+
+
+def check_not_yet_built(config: RunConfig) -> None:
+    """Refuse options whose machinery is not in this build, rather than ignore them."""
+    c, launch = config.checkpoint, config.launch
+    unbuilt = {
+        "checkpoint.every": c.every != 0,
+        "checkpoint.resume": c.resume != "none",
+        "checkpoint.async_save": c.async_save,
+        "launch.launcher": launch.launcher != "local",
+    }
+    for key, used in unbuilt.items():
+        if used:
+            raise ConfigError(
+                f"{key} is not supported by this build yet (only the final checkpoint and "
+                "local/torchrun launching are); leave it at its default"
+            )
 
 
 def check_model(config: RunConfig) -> None:

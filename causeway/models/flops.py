@@ -33,3 +33,19 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     layers = cfg.n_layers + (cfg.encoder_layers if cfg.arch == "encoder_decoder" else 0)
     attention = 12 * layers * cfg.n_heads * cfg.dim_per_head * seq_len
     return 6 * matmul_parameters(cfg) + attention
+
+
+def flops_per_sequence(cfg: ModelConfig, length: int, target_length: int = 0) -> float:
+    """Training FLOPs of one packed row: `length` tokens for a decoder; for an
+    encoder-decoder `length` encoder and `target_length` decoder tokens, each side
+    counted over its own tokens (encoder blocks and cross-attention K/V over the inputs;
+    decoder blocks and the output over the targets)."""
+    if cfg.arch == "decoder":
+        return flops_per_token(cfg, length) * length
+    enc, dec, hd = length, target_length, cfg.dim_per_head
+    q, kv = cfg.d_model * hd * cfg.n_heads, cfg.d_model * hd * cfg.kv_heads
+    self_attn, mlp = 2 * q + 2 * kv, 3 * cfg.d_model * cfg.d_ff
+    enc_side = enc * 6 * (cfg.encoder_layers * (self_attn + mlp) + cfg.n_layers * 2 * kv)
+    dec_side = dec * 6 * (cfg.n_layers * (self_attn + 2 * q + mlp) + cfg.d_model * cfg.vocab_size)
+    squares = cfg.encoder_layers * enc * enc + cfg.n_layers * dec * (dec + enc)
+    return float(enc_side + dec_side + 12 * cfg.n_heads * hd * squares)

@@ -56,14 +56,6 @@ class ParallelDims:
                 )
         if m.vocab_size % self.tp:
             raise ConfigError(f"model.vocab_size ({m.vocab_size}) is not divisible by tp {self.tp}")
-        for name in ("seq_len", "inputs_length", "targets_length"):
-            value = getattr(d, name)
-            used = name != "seq_len" or m.arch == "decoder"
-            if used and value is not None and value % self.tp:
-                raise ConfigError(
-                    f"data.{name} ({value}) is not divisible by parallel.tp {self.tp} "
-                    "(sequence parallelism splits the sequence)"
-                )
         stages = self.pp * self.virtual_stages
         if self.pp > 1 and m.n_layers % stages:
             raise ConfigError(
@@ -80,6 +72,10 @@ class ParallelDims:
                 "pipeline parallelism is not supported for arch encoder_decoder "
                 "(use tp and dp_shard for it)"
             )
+
+    def padded_length(self, length: int) -> int:
+        """Sequence parallelism splits rows into tp equal parts: round up to a multiple."""
+        return -(-length // self.tp) * self.tp
 
     @property
     def dp(self) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 
 from causeway.models import model_inputs
 from causeway.models.loss import LossSums
@@ -19,6 +20,11 @@ from causeway.parallel.apply import ParallelModel
 from causeway.parallel.pipeline import reduce_tied_gradients
 from causeway.train.distributed import all_reduce_sum
 
+SEGMENT_KEYS = (
+    ("tokens", "segment_ids"),
+    ("enc_tokens", "enc_segment_ids"),
+    ("dec_tokens", "dec_segment_ids"),
+)
 STAGE_KWARGS = ("positions", "segment_ids", "prefix_lengths", "targets", "loss_mask")
 
 
@@ -49,7 +55,27 @@ def local_batch(pm: ParallelModel, batch: dict, device: torch.device) -> dict:
     total = next(iter(batch.values())).shape[0]
     share = total // pm.dims.dp
     local = rows(batch, pm.local_rank("dp") * share, share) if pm.dims.dp > 1 else batch
+    if pm.dims.tp > 1:
+        local = pad_sequences(local, pm.dims.tp)
     return {k: v.to(device, non_blocking=True) for k, v in local.items()}
+
+
+def pad_sequences(batch: dict[str, torch.Tensor], multiple: int) -> dict[str, torch.Tensor]:
+    """Pad every [B, T] tensor to a multiple of `multiple` positions (sequence
+    parallelism needs equal shards), e.g. the paper's 626 tokens to 628 under tp 4.
+
+    Padding is segment 0 with no loss, which the mask rule already keeps apart from every
+    document; rows that had no segment ids get them (1 = the row's one document).
+    """
+    out = dict(batch)
+    for tokens, segments in SEGMENT_KEYS:
+        if tokens in out and segments not in out:
+            out[segments] = torch.ones_like(out[tokens], dtype=torch.int32)
+    for key, value in out.items():
+        if key != "prefix_lengths" and value.ndim == 2 and value.shape[1] % multiple:
+            missing = multiple - value.shape[1] % multiple
+            out[key] = torch.nn.functional.pad(value, (0, missing), value=0)
+    return out
 
 
 def count_tokens(batch: dict[str, torch.Tensor]) -> int:
@@ -68,6 +94,8 @@ def run_micro_batches(pm, batch, normalizer, *, arch, micro, z_weight, precision
     total = None
     size = next(iter(batch.values())).shape[0]
     for start in range(0, size, micro):
+        if train:
+            defer_gradient_sync(pm.parts[0], last=start + micro >= size)
         with autocast_for(precision, device):
             sums = forward_sums(pm.parts[0], rows(batch, start, micro), arch, z_weight)
         if train:
@@ -79,6 +107,13 @@ def run_micro_batches(pm, batch, normalizer, *, arch, micro, z_weight, precision
             else LossSums(*(a + b for a, b in zip(total, detached, strict=True)))
         )
     return total
+
+
+def defer_gradient_sync(part, last: bool) -> None:
+    """Under FSDP, reduce-scatter gradients once per step, after the last micro-batch,
+    rather than after each (the pipeline schedules do the same)."""
+    if isinstance(part, FSDPModule):
+        part.set_requires_gradient_sync(last)
 
 
 def run_pipeline(pm, batch, normalizer, *, z_weight, precision, device, train) -> LossSums:

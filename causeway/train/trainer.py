@@ -10,7 +10,7 @@ import torch
 
 from causeway.checkpoint.final import load_model_weights, save_final
 from causeway.config import RunConfig, save_config
-from causeway.models.flops import count_parameters, flops_per_token
+from causeway.models.flops import count_parameters, flops_per_sequence
 from causeway.parallel.apply import ParallelModel, parallelize
 from causeway.parallel.dims import ParallelDims
 from causeway.train.data import TrainData, build_data
@@ -46,8 +46,13 @@ class Trainer:
         self.pm = build_parallel_model(cfg, self.env)
         self.optimizer = build_optimizer(cfg.optimizer, list(self.pm.parameters()))
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.steps)
-        seq = cfg.data.seq_len if cfg.model.arch == "decoder" else cfg.data.inputs_length
-        self.flops_per_token = flops_per_token(cfg.model, seq)
+        d = cfg.data
+        if cfg.model.arch == "decoder":
+            lengths = (d.seq_len,)
+        else:
+            lengths = (d.inputs_length, d.targets_length)
+        # Per token of the row (both sides for encoder-decoders), as tokens/s counts them.
+        self.flops_per_token = flops_per_sequence(cfg.model, *lengths) / sum(lengths)
         self.metrics = None
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,8 @@ def test_encoder_decoder_refuses_other_visibilities(visibility):
         (["model.dropout=1.5"], "model.dropout must be in"),
         (["optimizer.betas=[0.9]"], "needs two values"),
         (["objective.name=mtf"], "mtf needs"),
+        (["checkpoint.every=10"], "checkpoint.every is not supported by this build yet"),
+        (["launch.launcher=slurm"], "launch.launcher is not supported by this build yet"),
     ],
 )
 def test_meaningless_values_are_refused(sets, message):

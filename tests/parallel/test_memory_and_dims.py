@@ -46,7 +46,6 @@ def test_dp_shard_fills_the_world():
             "not divisible by pp x virtual_stages = 8",
         ),
         (8, ["data.batch_size=4"], r"data.batch_size \(4\) is not divisible by data-parallel size"),
-        (2, ["parallel.tp=2", "data.seq_len=63"], "sequence parallelism splits the sequence"),
         (1, ["parallel.tp=0"], "parallel.tp must be >= 1"),
     ],
 )

@@ -44,23 +44,28 @@ LAYOUTS["tp2_checkpoint_every_2"] = (
     2, ["parallel.tp=2", "parallel.dp_shard=1", "parallel.activation_checkpoint=every_k"],
 )  # fmt: skip
 CASES += [("prefix", "dp_shard2_checkpoint_full"), ("causal", "tp2_checkpoint_every_2")]
+# Rows of 63 tokens are padded to 64 for sequence parallelism; nothing may change.
+LAYOUTS["tp2_odd_length"] = (2, ["parallel.tp=2", "parallel.dp_shard=1", "data.seq_len=63"])
+CASES += [("prefix", "tp2_odd_length")]
 
-_reference: dict[str, list[dict]] = {}
+_reference: dict[tuple, list[dict]] = {}
 
 
-def reference(recipe: str, init: str, tmp_path) -> list[dict]:
-    if recipe not in _reference:
-        overrides = [*tiny_overrides(recipe), f"checkpoint.init_from={init}"]
-        _reference[recipe] = train_records(recipe, overrides, str(tmp_path / "single"))
-    return _reference[recipe]
+def reference(recipe: str, init: str, data: list[str], tmp_path) -> list[dict]:
+    """One-process records; `data` overrides (e.g. the row length) apply to both runs."""
+    key = (recipe, *data)
+    if key not in _reference:
+        overrides = [*tiny_overrides(recipe), f"checkpoint.init_from={init}", *data]
+        _reference[key] = train_records(recipe, overrides, str(tmp_path / "single"))
+    return _reference[key]
 
 
 @pytest.mark.parametrize(("kind", "layout"), CASES, ids=[f"{k}-{lay}" for k, lay in CASES])
 def test_layout_matches_one_process(kind, layout, init_weights, tmp_path):
     recipe = "tiny-ed-mlm" if kind == "encoder_decoder" else VISIBILITY_RECIPES[kind]
     init = init_weights(recipe)
-    expected = reference(recipe, init, tmp_path)
     world, extra = LAYOUTS[layout]
+    expected = reference(recipe, init, [x for x in extra if x.startswith("data.")], tmp_path)
     overrides = [*tiny_overrides(recipe), f"checkpoint.init_from={init}", *extra]
     results = run_distributed(
         "tests.parallel.workers:train_records", world, recipe, overrides, str(tmp_path / "par")

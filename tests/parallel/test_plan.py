@@ -14,12 +14,10 @@ from causeway.models.flops import count_parameters, flops_per_token
 from causeway.parallel.plan import fake_world, main_plan, plan
 from causeway.parallel.plan_memory import in_flight, optimizer_floats, self_block_bytes
 
-# The recipes' lengths are not divisible by tp 4 / 8 (626 = 2 x 313, 114 = 2 x 3 x 19):
-# sequence parallelism needs them padded.
-ND_64 = [
-    "parallel.tp=4", "parallel.pp=2", "parallel.dp_shard=8", "data.seq_len=628",
-]  # fmt: skip
-ED_128 = ["parallel.tp=8", "parallel.dp_shard=16", "data.targets_length=120"]
+# The recipes' lengths are not multiples of tp 4 / 8 (626 = 2 x 313, 114 = 2 x 3 x 19):
+# the trainer pads rows for sequence parallelism, so the layouts are valid as they are.
+ND_64 = ["parallel.tp=4", "parallel.pp=2", "parallel.dp_shard=8"]
+ED_128 = ["parallel.tp=8", "parallel.dp_shard=16"]
 BIG = {"paper-4.8b-nd-mlm": (64, ND_64), "paper-11b-ed-mlm": (128, ED_128)}
 # ED on 8 GPUs with 32-row micro-batches and no checkpointing: activations overflow.
 ED_8_OVERFLOW = ["data.micro_batch_size=32"]
@@ -127,7 +125,6 @@ def test_an_optimizer_that_overflows_is_named(capsys):
 @pytest.mark.parametrize(
     ("recipe", "gpus", "gpu", "sets", "message"),
     [
-        ("paper-4.8b-nd-mlm", 64, "h100", ND_64[:3], r"data.seq_len (626) is not divisible"),
         ("paper-11b-ed-mlm", 16, "h100", ["parallel.pp=2"], "pipeline parallelism is not"),
         (
             "paper-4.8b-nd-mlm", 2, "h100",
@@ -158,7 +155,7 @@ def test_json_report_has_the_documented_fields(capsys):
     }  # fmt: skip
     parts = ("parameters", "gradients", "optimizer", "activations", "activations_checkpointed")
     assert all(report["bytes_per_rank"][k] > 0 for k in (*parts, "total"))
-    assert report["tokens_per_step"] == 2048 * 628
+    assert report["tokens_per_step"] == 2048 * 626
 
 
 def test_human_report_is_a_table_labelled_as_an_estimate(capsys):
@@ -184,7 +181,7 @@ def test_step_estimate_adds_up_and_mfu_follows_from_it(big_plans):
     assert r["mfu_estimate"] == pytest.approx(
         r["flops_per_step"] / (r["step_time_s_estimate"] * peak), rel=1e-3
     )
-    assert r["flops_per_token"] == pytest.approx(flops_per_token(cfg.model, 628))
+    assert r["flops_per_token"] == pytest.approx(flops_per_token(cfg.model, 626))
     a100 = plan(cfg, 64, "a100")
     assert a100["step_time_parts_s"]["compute"] == pytest.approx(
         parts["compute"] * 989 / 312, rel=1e-3
@@ -198,8 +195,8 @@ def test_encoder_decoder_flops_count_each_side_over_its_own_tokens(big_plans):
     # inputs, decoder and output over the targets; plus attention scores.
     enc = 24 * (4 * 4096**2 + 3 * 4096 * 10240) + 24 * 2 * 4096**2
     dec = 24 * (6 * 4096**2 + 3 * 4096 * 10240) + 4096 * m.vocab_size
-    scores = 12 * 4096 * 24 * (512 * 512 + 120 * (120 + 512))
-    expected = (6 * (512 * enc + 120 * dec) + scores) * 2048
+    scores = 12 * 4096 * 24 * (512 * 512 + 114 * (114 + 512))
+    expected = (6 * (512 * enc + 114 * dec) + scores) * 2048
     assert r["flops_per_step"] == pytest.approx(expected, rel=1e-9)
 
 
