@@ -4,6 +4,7 @@
     causeway config show RECIPE [--set ...]
     causeway data prepare --source builtin --out DIR
     causeway data prepare --input FILE [FILE ...] --tokenizer tokenizer.json --out DIR
+    causeway data inspect DIR [--samples 3] [--verify] [--split train]
     causeway plan RECIPE --gpus N [--gpu h100|h200|a100] [--set ...] [--json]
 
 Configuration mistakes print one line and exit with status 2 before anything is written.
@@ -63,7 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     prepare.add_argument("--val-fraction", type=float, default=None)
     prepare.add_argument("--vocab-size", type=int, default=4096, help="builtin BPE size")
+    prepare.add_argument("--val-files", nargs="+", type=Path, help="held-out input files")
+    prepare.add_argument("--shard-size", default="256MiB", help="target shard size")
+    prepare.add_argument("--num-proc", type=int, default=None, help="parallel processes")
+    prepare.add_argument("--seed", type=int, default=0)
     prepare.add_argument("--out", type=Path, required=True)
+    inspect = data_commands.add_parser("inspect", help="counts and a few decoded samples")
+    inspect.add_argument("data_dir")
+    inspect.add_argument("--samples", type=int, default=3)
+    inspect.add_argument("--verify", action="store_true", help="check every shard's sha256")
+    inspect.add_argument("--split", default="train")
     return parser
 
 
@@ -89,20 +99,34 @@ def run_plan(args) -> int:
     return main_plan(args.recipe, args.gpus, args.gpu, args.overrides, args.json)
 
 
+def run_data(args) -> int:
+    if args.data_command == "inspect":
+        from causeway.data_pipeline.inspection import inspect_dataset
+
+        print(inspect_dataset(args.data_dir, args.samples, args.verify, args.split))
+        return 0
+    return run_data_prepare(args)
+
+
 def run_data_prepare(args) -> int:
-    from causeway.data_pipeline.prepare import prepare_builtin, prepare_files
+    from causeway.data_pipeline.prepare import parse_size, prepare_builtin, prepare_files
 
     source = args.source or ("files" if args.input else "builtin")
+    shard_bytes = parse_size(args.shard_size)
     if source == "builtin":
         fraction = 0.02 if args.val_fraction is None else args.val_fraction
-        out = prepare_builtin(args.out, vocab_size=args.vocab_size, val_fraction=fraction)
+        out = prepare_builtin(
+            args.out, vocab_size=args.vocab_size, val_fraction=fraction, seed=args.seed,
+            shard_bytes=shard_bytes,
+        )  # fmt: skip
     else:
         if not args.input or not args.tokenizer:
             raise ConfigError("data prepare --source files needs --input FILES and --tokenizer")
         out = prepare_files(
             args.input, args.tokenizer, args.out, text_field=args.text_field,
-            val_fraction=args.val_fraction or 0.0,
+            val_fraction=args.val_fraction or 0.0, val_files=args.val_files, seed=args.seed,
             pair_fields=tuple(args.pair_fields) if args.pair_fields else None,
+            shard_bytes=shard_bytes, num_proc=args.num_proc,
         )  # fmt: skip
     print(f"causeway: prepared {out}")
     return 0
@@ -114,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": run_train,
         "config": run_config_show,
         "plan": run_plan,
-        "data": run_data_prepare,
+        "data": run_data,
     }[args.command]
     try:
         return handler(args)

@@ -110,9 +110,14 @@ def check_objective(config: RunConfig) -> None:
 
 def check_data(config: RunConfig) -> None:
     d, m = config.data, config.model
-    if d.source == "path" and not d.path:
+    if d.num_workers < 0 or d.lanes < 1 or (d.num_workers and d.lanes % d.num_workers):
+        raise ConfigError(
+            f"data.num_workers ({d.num_workers}) must divide data.lanes ({d.lanes}), "
+            "which must be >= 1"
+        )
+    if d.source == "path" and not d.path and not d.mixture:
         raise ConfigError("data.source 'path' needs data.path (a prepared dataset directory)")
-    if config.objective.name == "mtf" and d.source == "builtin":
+    if config.objective.name == "mtf" and d.source == "builtin" and not d.mixture:
         raise ConfigError(
             "objective mtf needs a dataset of (inputs, targets) pairs: prepare one with "
             "`causeway data prepare --input ... --pair-fields inputs targets` and set data.path"

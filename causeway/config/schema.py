@@ -50,6 +50,17 @@ class ModelConfig:
 
 
 @dataclass
+class MixtureEntry:
+    """One dataset of a mixture: a prepared directory (or URL) and its sampling weight."""
+
+    path: str
+    weight: float = 1.0
+    name: str | None = None
+    # Shard URL template with {name}, e.g. "pipe:cat /mnt/web/{name}".
+    shards: str | None = None
+
+
+@dataclass
 class DataConfig:
     # "builtin": the standard-library docstring corpus, built on first use into `path`
     # (default: $CAUSEWAY_DATA_HOME/builtin or ~/.cache/causeway/builtin).
@@ -66,6 +77,12 @@ class DataConfig:
     micro_batch_size: int | None = None
     num_workers: int = 0
     seed: int = 0
+    # Several datasets sampled by weight; when given, used instead of source/path.
+    mixture: list[MixtureEntry] = field(default_factory=list)
+    # Readers per stream; num_workers must divide it.
+    lanes: int = 4
+    prefetch_factor: int = 2
+    verify_sha256: bool = True
 
 
 @dataclass

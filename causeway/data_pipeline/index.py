@@ -2,8 +2,11 @@
 
     {"version": 1, "tokenizer": "tokenizer.json", "vocab_size": V, "dtype": "uint16",
      "format": "tokens" | "pairs",
-     "splits": {"train": {"shards": [{"name": ..., "documents": n, "tokens": t}],
+     "splits": {"train": {"shards": [{"name": ..., "documents": n, "tokens": t,
+                                      "bytes": b, "sha256": hex}],
                           "documents": N, "tokens": T}, "val": {...}}}
+
+"bytes" and "sha256" were added later; indexes without them still load (nothing to verify).
 
 A dataset directory without index.json is incomplete by definition (prepare was interrupted or
 is still running); readers refuse it and `ensure_builtin` rebuilds it.
@@ -52,9 +55,18 @@ def read_index(data_dir: str | Path) -> dict[str, Any]:
             "not finish); run `causeway data prepare`"
         )
     with open(path, encoding="utf-8") as f:
-        index = json.load(f)
-    if index.get("version") != INDEX_VERSION:
-        raise ValueError(f"{path}: version {index.get('version')!r}, expected {INDEX_VERSION}")
+        return parse_index(f.read(), path)
+
+
+def parse_index(text: str, path: str | Path) -> dict[str, Any]:
+    """Check the text of an index.json read from `path` (a file or a URL)."""
+    try:
+        index = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
+        version = index.get("version") if isinstance(index, dict) else None
+        raise ValueError(f"{path}: version {version!r}, expected {INDEX_VERSION}")
     for key in ("tokenizer", "vocab_size", "dtype", "splits"):
         if key not in index:
             raise ValueError(f"{path}: missing key {key!r}")

@@ -1,7 +1,8 @@
-"""The data path end to end: shards -> documents -> chunks -> examples -> packed batches.
+"""The data path end to end in one call: shards -> documents -> examples -> packed batches.
 
-Everything random is drawn from generators seeded by `seed`, in stream order, so the same
-arguments give identical batches. (Rank/worker splitting and resumable state come later.)
+`batch_iterator` is the single-process face of `stream.DataStream` (one rank, one lane, no
+workers). A pre-built per-document `Objective` instead goes through the simple sequential path
+(`iter_examples` + `packing`), which applies it document by document in stream order.
 """
 
 from __future__ import annotations
@@ -10,17 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from causeway.data_pipeline.examples import Example, Seq2SeqExample
 from causeway.data_pipeline.index import read_index
-from causeway.data_pipeline.objectives import Objective, chunk_document, make_objective
+from causeway.data_pipeline.objectives import Objective, chunk_document
 from causeway.data_pipeline.packing import Batch, pack_decoder, pack_seq2seq
 from causeway.data_pipeline.reader import iter_documents, iter_pairs
+from causeway.data_pipeline.stream import DataStream
 from causeway.data_pipeline.tokenizer import Tokenizer
-
-# Separate streams for shard order and for objective randomness, both derived from `seed`.
-_OBJECTIVE_STREAM = 1
 
 
 def load_tokenizer(data_dir: str | Path) -> Tokenizer:
@@ -58,25 +55,31 @@ def batch_iterator(
 ) -> Iterator[Batch]:
     """Packed batches of torch tensors for `arch` ("decoder" or "encoder_decoder").
 
-    `objective` is a name (built with `make_objective` from `objective_params`) or a built
-    `Objective`. `tokenizer=None` loads the dataset's own. Decoders pack to `seq_len`;
-    encoder-decoders pack to the objective's inputs/targets lengths (`inputs_length` defaults
-    to `seq_len`) with `pad_id` as the decoder start token, as in T5.
+    `objective` is a name (built from `objective_params`, read through `DataStream`) or a
+    built per-document `Objective`. `tokenizer=None` loads the dataset's own. Decoders pack
+    to `seq_len`; encoder-decoders pack to the objective's inputs/targets lengths
+    (`inputs_length` defaults to `seq_len`) with `pad_id` as the decoder start token, as in T5.
     """
-    tokenizer = load_tokenizer(data_dir) if tokenizer is None else tokenizer
     if isinstance(objective, str):
-        rng = np.random.default_rng([seed, _OBJECTIVE_STREAM])
-        objective = make_objective(
-            objective,
-            arch,
-            tokenizer,
-            seq_len,
-            rng,
-            inputs_length=inputs_length,
-            targets_length=targets_length,
-            **(objective_params or {}),
+        return iter(
+            DataStream(
+                data_dir,
+                split,
+                objective,
+                arch,
+                seq_len,
+                batch_size,
+                tokenizer=tokenizer,
+                seed=seed,
+                lanes=1,
+                loop=loop,
+                inputs_length=inputs_length,
+                targets_length=targets_length,
+                objective_params=objective_params,
+            )  # fmt: skip
         )
-    elif objective.arch != arch:
+    tokenizer = load_tokenizer(data_dir) if tokenizer is None else tokenizer
+    if objective.arch != arch:
         raise ValueError(f"objective was built for arch {objective.arch!r}, not {arch!r}")
     examples = iter_examples(data_dir, split, objective, seed, loop)
     if arch == "decoder":

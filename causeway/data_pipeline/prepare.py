@@ -1,67 +1,75 @@
 """`causeway data prepare`: text -> token shards + tokenizer.json + index.json.
 
-Documents are tokenized in batches (the tokenizers library encodes a batch in parallel), get
-EOS appended, and are assigned to train or val by a seeded draw per document, so the split is
-deterministic and needs no second pass. index.json is removed first and written last: an
-interrupted prepare leaves a directory that every reader recognises as incomplete.
+Input files are prepared in parallel processes, one input file per unit of work
+(`prepare_units.py`); each process tokenizes with the tokenizer's batch encoding and writes
+shards of about `shard_bytes` (default 256 MiB). Documents get EOS appended and are assigned to
+train or val by a seeded draw per document, so the split is deterministic and needs no second
+pass. index.json is removed first and written last: an interrupted prepare leaves a directory
+that every reader recognises as incomplete, and re-running it skips the shards it finished
+(`prepare_progress.py`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import islice, repeat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from causeway.data_pipeline.corpus import builtin_documents
 from causeway.data_pipeline.index import INDEX_VERSION, index_path, remove_index, write_index
-from causeway.data_pipeline.shards import SplitWriter, dtype_name, token_dtype
-from causeway.data_pipeline.text_sources import Record, iter_records
+from causeway.data_pipeline.prepare_progress import open_progress, read_json, write_json
+from causeway.data_pipeline.prepare_units import (
+    ENCODE_BATCH,
+    SPLITS,
+    Unit,
+    UnitSettings,
+    count_documents,
+    run_units,
+)
+from causeway.data_pipeline.shards import DEFAULT_SHARD_BYTES, SplitWriter, dtype_name, token_dtype
 from causeway.data_pipeline.tokenizer import DEFAULT_NUM_SENTINELS, Tokenizer, train_bpe
 
 TOKENIZER_NAME = "tokenizer.json"
 LOCK_NAME = ".prepare.lock"
-ENCODE_BATCH = 1000
-SPLITS = ("train", "val")
+__all__ = [
+    "DEFAULT_SHARD_BYTES",
+    "ENCODE_BATCH",
+    "LOCK_NAME",
+    "TOKENIZER_NAME",
+    "assign_splits",
+    "ensure_builtin",
+    "exclusive_lock",
+    "parse_size",
+    "prepare_builtin",
+    "prepare_files",
+]
 
 
-class DatasetWriter:
-    """Owns one output directory while it is being written; `finish` writes the index."""
+def index_document(
+    tokenizer: Tokenizer, dtype: np.dtype, pairs: bool, splits: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "version": INDEX_VERSION,
+        "tokenizer": TOKENIZER_NAME,
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": dtype_name(dtype),
+        "format": "pairs" if pairs else "tokens",
+        "splits": splits,
+    }
 
-    def __init__(
-        self, out_dir: Path, tokenizer: Tokenizer, docs_per_shard: int, pairs: bool = False
-    ) -> None:
-        self.out_dir = out_dir
-        self.tokenizer = tokenizer
-        self.pairs = pairs
-        self.dtype = token_dtype(tokenizer.vocab_size)
-        self.splits = {s: SplitWriter(out_dir, s, self.dtype, docs_per_shard) for s in SPLITS}
 
-    def write_batch(self, numbered: Sequence[tuple[int, str, Record]]) -> None:
-        """Tokenize a batch of (document number, split, record) and write each document."""
-        columns = list(zip(*(record for _, _, record in numbered), strict=True))
-        encoded = [self.tokenizer.encode_batch(list(column)) for column in columns]
-        eos = self.tokenizer.eos_id
-        for (number, split, _), ids in zip(numbered, zip(*encoded, strict=True), strict=True):
-            if self.pairs:
-                self.splits[split].write(number, inputs=ids[0], targets=ids[1] + [eos])
-            else:
-                self.splits[split].write(number, tokens=ids[0] + [eos])
-
-    def finish(self) -> Path:
-        index = {
-            "version": INDEX_VERSION,
-            "tokenizer": TOKENIZER_NAME,
-            "vocab_size": self.tokenizer.vocab_size,
-            "dtype": dtype_name(self.dtype),
-            "format": "pairs" if self.pairs else "tokens",
-            "splits": {name: writer.close() for name, writer in self.splits.items()},
-        }
-        write_index(self.out_dir, index)
-        return self.out_dir
+def split_entry(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "shards": shards,
+        "documents": sum(s["documents"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+    }
 
 
 def _start(out_dir: str | Path) -> Path:
@@ -73,26 +81,39 @@ def _start(out_dir: str | Path) -> Path:
 
 def assign_splits(items: Iterable, val_fraction: float, seed: int) -> Iterator[str]:
     """ "train" or "val" for each item, from one seeded draw per item (stream-friendly)."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    _check_fraction(val_fraction)
     rng = np.random.default_rng(seed)
     for _ in items:
         yield "val" if rng.random() < val_fraction else "train"
 
 
-def _write_all(writer: DatasetWriter, items: Iterable[tuple[int, str, Record]]) -> Path:
-    items = iter(items)
-    while batch := list(islice(items, ENCODE_BATCH)):
-        writer.write_batch(batch)
-    return writer.finish()
+def _check_fraction(val_fraction: float) -> None:
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from "256MiB", "1GiB", "500MB", "4096" (for --shard-size)."""
+    if isinstance(text, int):
+        return text
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+             "k": 2**10, "m": 2**20, "g": 2**30, "b": 1, "": 1}  # fmt: skip
+    value = text.strip().lower()
+    number = value.rstrip("kmgib")
+    suffix = value[len(number) :]
+    try:
+        return int(float(number) * units[suffix])
+    except (KeyError, ValueError):
+        raise ValueError(f"cannot read a size from {text!r} (e.g. 256MiB, 1GiB, 4096)") from None
 
 
 def prepare_builtin(
     out_dir: str | Path,
     vocab_size: int = 4096,
     val_fraction: float = 0.02,
-    docs_per_shard: int = 2000,
+    docs_per_shard: int | None = 2000,
     seed: int = 0,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> Path:
     """Prepare the stdlib-docstring corpus: train a BPE on its train split, tokenize, shard."""
     out_dir = _start(out_dir)
@@ -100,11 +121,15 @@ def prepare_builtin(
     splits = list(assign_splits(documents, val_fraction, seed))
     train_texts = (doc for doc, split in zip(documents, splits, strict=True) if split == "train")
     tokenizer = train_bpe(train_texts, vocab_size, out_dir / TOKENIZER_NAME)
-    writer = DatasetWriter(out_dir, tokenizer, docs_per_shard)
-    items = (
-        (n, split, (doc,)) for n, (doc, split) in enumerate(zip(documents, splits, strict=True))
-    )
-    return _write_all(writer, items)
+    dtype = token_dtype(tokenizer.vocab_size)
+    writers = {s: SplitWriter(out_dir, s, dtype, docs_per_shard, shard_bytes) for s in SPLITS}
+    for start in range(0, len(documents), ENCODE_BATCH):
+        encoded = tokenizer.encode_batch(documents[start : start + ENCODE_BATCH])
+        for number, ids in enumerate(encoded, start=start):
+            writers[splits[number]].write(number, tokens=ids + [tokenizer.eos_id])
+    entries = {name: writer.close() for name, writer in writers.items()}
+    write_index(out_dir, index_document(tokenizer, dtype, False, entries))
+    return out_dir
 
 
 def ensure_builtin(data_dir: str | Path, **kwargs) -> Path:
@@ -141,51 +166,80 @@ def prepare_files(
     text_field: str = "text",
     val_fraction: float = 0.0,
     val_files: Sequence[str | Path] | None = None,
-    docs_per_shard: int = 2000,
+    docs_per_shard: int | None = None,
     seed: int = 0,
     pair_fields: tuple[str, str] | None = None,
     num_sentinels: int = DEFAULT_NUM_SENTINELS,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+    num_proc: int | None = None,
 ) -> Path:
     """Tokenize .jsonl / .txt / .parquet files with an existing tokenizer.json into shards.
 
     Validation data comes either from `val_files` or from a seeded `val_fraction` of the
     documents of `files`, not both. With `pair_fields=("inputs", "targets")` each record is an
     mtf pair (jsonl/parquet only); EOS is appended to the targets. Empty texts are skipped.
-    The tokenizer is saved into `out_dir` with any reserved tokens it lacked added.
+    The tokenizer is saved into `out_dir` with any reserved tokens it lacked added. Files are
+    prepared in `num_proc` processes (default: one per CPU, at most one per file); re-running
+    after an interruption with the same arguments keeps the shards already finished.
     """
     if val_files and val_fraction:
         raise ValueError("give either val_files or val_fraction, not both")
     if not files:
         raise ValueError("prepare_files needs at least one input file")
-    for path in [*files, *(val_files or [])]:
+    _check_fraction(val_fraction)
+    inputs = [*files, *(val_files or [])]
+    for path in inputs:
         if not Path(path).is_file():
             raise FileNotFoundError(f"input file not found: {path}")
     tokenizer = Tokenizer.from_file(tokenizer_path, num_sentinels=num_sentinels)
     out_dir = _start(out_dir)
     tokenizer.save(out_dir / TOKENIZER_NAME)
     fields = tuple(pair_fields) if pair_fields else (text_field,)
-    writer = DatasetWriter(out_dir, tokenizer, docs_per_shard, pairs=pair_fields is not None)
-    items = _numbered_records(files, val_files or [], fields, val_fraction, seed)
-    return _write_all(writer, items)
+    dtype = token_dtype(tokenizer.vocab_size)
+    paths = [str(Path(p).resolve()) for p in inputs]
+    settings = _settings(paths, len(files), out_dir, fields, val_fraction, seed, shard_bytes,
+                         docs_per_shard, num_sentinels)  # fmt: skip
+    progress = open_progress(out_dir, settings)
+    num_proc = max(1, min(num_proc or os.cpu_count() or 1, len(paths)))
+    counts = _counts(progress, paths, fields)
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+    units = [Unit(i, p, firsts[i], i >= len(files)) for i, p in enumerate(paths)]
+    unit_settings = UnitSettings(
+        str(out_dir), str(progress), str(out_dir / TOKENIZER_NAME), num_sentinels, fields,
+        dtype_name(dtype), shard_bytes, docs_per_shard, val_fraction, seed,
+    )  # fmt: skip
+    results = run_units(units, unit_settings, num_proc)
+    splits = {s: split_entry([e for r in results for e in r[s]]) for s in SPLITS}
+    write_index(out_dir, index_document(tokenizer, dtype, pair_fields is not None, splits))
+    return out_dir
 
 
-def _numbered_records(
-    files: Sequence[str | Path],
-    val_files: Sequence[str | Path],
-    fields: tuple[str, ...],
-    val_fraction: float,
-    seed: int,
-) -> Iterator[tuple[int, str, Record]]:
-    """(document number, split, record) over all files, numbering documents globally."""
-    pairs = len(fields) > 1
-    train = (rec for path in files for _, rec in iter_records(path, fields))
-    train = (rec for rec in train if pairs or rec[0])
-    count = 0
-    for record, split in zip(train, assign_splits(repeat(None), val_fraction, seed), strict=False):
-        yield count, split, record
-        count += 1
-    for path in val_files:
-        for _, record in iter_records(path, fields):
-            if pairs or record[0]:
-                yield count, "val", record
-                count += 1
+def _settings(
+    paths: list[str], num_train: int, out_dir: Path, fields: tuple[str, ...], *rest: Any
+) -> dict[str, Any]:
+    """Everything that determines the output bytes: a re-run resumes only if it is unchanged."""
+    stats = [os.stat(p) for p in paths]
+    tokenizer_hash = hashlib.sha256((out_dir / TOKENIZER_NAME).read_bytes()).hexdigest()
+    names = ("val_fraction", "seed", "shard_bytes", "docs_per_shard", "num_sentinels")
+    return {
+        "inputs": [
+            [p, s.st_size, s.st_mtime_ns, i >= num_train]
+            for i, (p, s) in enumerate(zip(paths, stats, strict=True))
+        ],  # fmt: skip
+        "fields": list(fields),
+        "tokenizer_sha256": tokenizer_hash,
+        **dict(zip(names, rest, strict=True)),
+    }
+
+
+def _counts(progress: Path, paths: list[str], fields: tuple[str, ...]) -> list[int]:
+    """Documents per input file (fixes the global numbering; parsing without tokenizing costs
+    a few percent of the preparation); cached for re-runs."""
+    if len(paths) == 1:
+        return [0]
+    cached = read_json(progress / "counts.json")
+    if isinstance(cached, list) and len(cached) == len(paths):
+        return cached
+    counts = [count_documents(path, fields) for path in paths]
+    write_json(progress / "counts.json", counts)
+    return counts

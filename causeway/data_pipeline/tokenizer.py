@@ -53,6 +53,11 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer file not found: {path}")
         return cls(HFTokenizer.from_file(str(path)), num_sentinels=num_sentinels)
 
+    @classmethod
+    def from_str(cls, json_text: str, num_sentinels: int = DEFAULT_NUM_SENTINELS) -> Tokenizer:
+        """Load a tokenizer from the text of a `tokenizer.json` (e.g. fetched over http)."""
+        return cls(HFTokenizer.from_str(json_text), num_sentinels=num_sentinels)
+
     @property
     def hf(self) -> HFTokenizer:
         """The wrapped Hugging Face tokenizer (for saving or inspection)."""

@@ -119,7 +119,7 @@ def linear_loss_sums(
     targets: torch.Tensor,
     loss_mask: torch.Tensor,
     z_weight: float = 0.0,
-    chunk: int = 256,
+    chunk: int = 1024,
     group: dist.ProcessGroup | None = None,
     vocab_start: int = 0,
 ) -> LossSums:

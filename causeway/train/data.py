@@ -1,16 +1,24 @@
-"""From the data section of a run config to train and validation batch streams."""
+"""From the data section of a run config to train and validation batch streams.
+
+The train stream is a `DataStream` (deterministic, resumable, split across the data-parallel
+ranks): the trainer calls `next(data.train)` each step, saves `data.stream.global_state_dict()`
+(or `state_dict()` per rank) with its checkpoint, restores it with `load_state_dict`, and logs
+`data.stream.metrics()`.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from causeway.config import ConfigError, RunConfig
-from causeway.data_pipeline.loader import batch_iterator, load_tokenizer
+from causeway.data_pipeline.loader import load_tokenizer
 from causeway.data_pipeline.prepare import ensure_builtin
+from causeway.data_pipeline.sources import Source
+from causeway.data_pipeline.stream import DataStream
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 OBJECTIVE_PARAMS = {
@@ -37,35 +45,65 @@ def resolve_data_dir(cfg: RunConfig) -> Path:
     return path
 
 
+def resolve_sources(cfg: RunConfig) -> list[Source]:
+    """data.mixture ([{path, weight, name?, shards?}, ...]) if given, else the one dataset."""
+    if not cfg.data.mixture:
+        return [Source(str(resolve_data_dir(cfg)))]
+    return [Source(e.path, e.weight, e.name, e.shards) for e in cfg.data.mixture]
+
+
+class HeldOutBatches:
+    """`validation(n)`: the first n batches of the val split, the same ones at every call."""
+
+    def __init__(self, make_stream: Callable[[], DataStream]) -> None:
+        self._make_stream = make_stream
+        self._stream: DataStream | None = None
+        self._start: dict | None = None
+
+    def __call__(self, n_batches: int) -> list[dict]:
+        if self._stream is None:  # built on first use: a run without evaluation never reads val
+            self._stream = self._make_stream()
+            self._start = self._stream.state_dict()
+        self._stream.load_state_dict(self._start)
+        return list(itertools.islice(self._stream, n_batches))
+
+
 @dataclass
 class TrainData:
     data_dir: Path
     tokenizer: Tokenizer
-    train: Iterator[dict]
+    train: DataStream
     validation: Callable[[int], list[dict]]
 
+    @property
+    def stream(self) -> DataStream:
+        """The train stream: state_dict / load_state_dict / global_state_dict / metrics."""
+        return self.train
 
-def build_data(cfg: RunConfig) -> TrainData:
-    data_dir = resolve_data_dir(cfg)
+
+def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
+    """Streams for data-parallel rank `rank` of `world_size` (1 when not data-parallel)."""
+    sources = resolve_sources(cfg)
+    data_dir = Path(sources[0].path)
     tokenizer = load_tokenizer(data_dir)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise ConfigError(
             f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer of "
             f"{data_dir} ({tokenizer.vocab_size} tokens)"
         )
-    o = cfg.objective
-    params = {name: getattr(o, name) for name in OBJECTIVE_PARAMS.get(o.name, ())}
-
-    def stream(split: str) -> Iterator[dict]:
-        d = cfg.data
-        return batch_iterator(
-            data_dir, split, o.name, cfg.model.arch, tokenizer, d.seq_len, d.batch_size,
-            d.seed, loop=True, inputs_length=d.inputs_length, targets_length=d.targets_length,
-            objective_params=params,
-        )  # fmt: skip
-
-    def validation(n_batches: int) -> list[dict]:
-        # A fresh stream each time: every evaluation scores the same held-out batches.
-        return list(itertools.islice(stream("val"), n_batches))
-
-    return TrainData(data_dir, tokenizer, stream("train"), validation)
+    o, d = cfg.objective, cfg.data
+    common = dict(
+        objective=o.name, arch=cfg.model.arch, seq_len=d.seq_len, batch_size=d.batch_size,
+        tokenizer=tokenizer, seed=d.seed, rank=rank, world_size=world_size,
+        inputs_length=d.inputs_length, targets_length=d.targets_length,
+        objective_params={name: getattr(o, name) for name in OBJECTIVE_PARAMS.get(o.name, ())},
+        verify_sha256=d.verify_sha256,
+    )  # fmt: skip
+    train = DataStream(
+        sources, "train", num_workers=d.num_workers, lanes=d.lanes,
+        prefetch_factor=d.prefetch_factor, **common,
+    )  # fmt: skip
+    validation = HeldOutBatches(
+        lambda: DataStream(sources, "val", num_workers=0, lanes=1, **common)
+    )
+    return TrainData(data_dir, tokenizer, train, validation)

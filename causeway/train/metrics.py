@@ -53,10 +53,18 @@ class MetricsLogger:
 HIDDEN = ("flops_per_token", "val_tokens")
 
 
+ALARMS = ("data/bad_samples", "data/bad_shards", "data/missing_shards", "data/sha256_mismatches")
+
+
+def is_alarm(key: str, value: Any) -> bool:
+    """Data counters stay in metrics.jsonl; the terminal shows only bad-data ones, if any."""
+    return key in ALARMS and bool(value)
+
+
 def format_line(figures: dict[str, Any]) -> str:
     parts = []
     for key, value in figures.items():
-        if key in HIDDEN:
+        if key in HIDDEN or (key.startswith("data/") and not is_alarm(key, value)):
             continue
         if isinstance(value, float):
             if key == "lr" or abs(value) < 1e-2:

@@ -115,6 +115,8 @@ class Trainer:
             figures["mfu"] = self.flops_per_token * tokens_per_s / peak
         if self.cfg.train.z_loss:
             figures["z_loss"] = result.z_loss
+        # Every rank reads the global stream, so rank 0's counters are the job's.
+        figures.update(self.data.stream.metrics())
         return figures
 
     def validate(self) -> dict[str, float]:

@@ -1,0 +1,66 @@
+"""The vectorised packer gives exactly the batches of the reference packer in `packing.py`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from causeway.data_pipeline.block_objectives import make_block_objective
+from causeway.data_pipeline.packing import pack_decoder, pack_seq2seq
+from causeway.data_pipeline.row_packer import RowPacker, decoder_batch, seq2seq_batch, to_torch
+from causeway.data_pipeline.tokenizer import Tokenizer
+
+from .test_block_objectives import block, decoder_examples, random_docs, seq2seq_examples
+
+PAD, START = 0, 3
+
+
+def packed(blocks, batch_size: int, capacity: tuple[int, ...], finish, max_segments=None):
+    packer, batches = RowPacker(batch_size, capacity, max_segments), []
+    for ex in blocks:
+        sizes = [ex.lengths.tolist()] if ex.inputs is None else [
+            ex.input_lengths.tolist(), ex.target_lengths.tolist()]  # fmt: skip
+        start = 0
+        while start < len(ex):
+            start = packer.place(ex, sizes, start, len(ex))
+            if packer.full:
+                batches.append(to_torch(finish(packer.take_parts())))
+    if not packer.empty:
+        batches.append(to_torch(finish(packer.take_parts())))
+    return batches
+
+
+def assert_same(ours: list[dict], reference: list[dict]) -> None:
+    assert len(ours) == len(reference)
+    for a, b in zip(ours, reference, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize(("objective", "max_segments"), [("prefix_lm", None), ("full_lm", 3)])
+def test_decoder_batches_equal_the_reference(
+    tokenizer: Tokenizer, objective: str, max_segments: int | None
+) -> None:
+    seq_len, batch_size = 48, 3
+    make = make_block_objective(objective, "decoder", tokenizer, seq_len)
+    blocks = [make(block(random_docs(50, seed=s), shard=s), seed=0) for s in range(3)]
+    examples = [e for b in blocks for e in decoder_examples(b)]
+    ours = packed(blocks, batch_size, (seq_len,), lambda parts: decoder_batch(
+        parts, batch_size, seq_len, PAD, max_segments), max_segments)  # fmt: skip
+    assert_same(ours, list(pack_decoder(examples, seq_len, batch_size, PAD, max_segments)))
+
+
+def test_seq2seq_batches_equal_the_reference(tokenizer: Tokenizer) -> None:
+    make = make_block_objective("span_corruption", "encoder_decoder", tokenizer, 64)
+    blocks = [make(block(random_docs(40, seed=s), shard=s), seed=0) for s in range(3)]
+    examples = [e for b in blocks for e in seq2seq_examples(b)]
+    lengths = (make.inputs_length, make.targets_length)
+    ours = packed(blocks, 4, lengths, lambda parts: seq2seq_batch(parts, 4, *lengths, PAD, START))
+    assert_same(ours, list(pack_seq2seq(examples, *lengths, 4, PAD, START)))
+
+
+def test_example_longer_than_a_row_is_an_error(tokenizer: Tokenizer) -> None:
+    make = make_block_objective("full_lm", "decoder", tokenizer, 64)
+    with pytest.raises(ValueError, match="does not fit"):
+        packed([make(block(random_docs(5, seed=0)), seed=0)], 2, (16,), lambda p: {})
