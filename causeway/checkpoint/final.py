@@ -61,14 +61,17 @@ def model_state(parts: list[nn.Module]) -> dict:
     return state
 
 
-def save_final(run_dir: Path, step: int, config: RunConfig, parts: list[nn.Module]) -> Path:
+def save_final(
+    run_dir: Path, step: int, config: RunConfig, parts: list[nn.Module], extra: dict | None = None
+) -> Path:
+    """Save the parts' weights (and `extra` state, e.g. {"data": stream state}) as step N."""
     out = Path(run_dir) / "checkpoints" / f"step_{step}"
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
         (out / COMMIT_MARKER).unlink(missing_ok=True)
     barrier()
     with quiet_single_process():
-        dcp.save({"model": model_state(parts)}, checkpoint_id=str(out))
+        dcp.save({"model": model_state(parts), **(extra or {})}, checkpoint_id=str(out))
     if is_main():
         (out / "config.yaml").write_text(dump_yaml(config))
         (out / "meta.json").write_text(json.dumps({"step": step, "format": 1}))
@@ -81,6 +84,15 @@ def save_final(run_dir: Path, step: int, config: RunConfig, parts: list[nn.Modul
             os.fsync(handle.fileno())
     barrier()
     return out
+
+
+def load_state(checkpoint: Path, template: dict) -> dict:
+    """Fill `template` (e.g. {"data": stream.state_dict()}) from a committed checkpoint."""
+    if not is_committed(checkpoint):
+        raise RuntimeError(f"{checkpoint} has no {COMMIT_MARKER} marker: it is partial")
+    with quiet_single_process():
+        dcp.load(template, checkpoint_id=str(checkpoint))
+    return template
 
 
 def is_committed(checkpoint: Path) -> bool:

@@ -85,7 +85,10 @@ class Trainer:
                 records.append({"step": step, **figures})
                 if self.metrics is not None:
                     self.metrics.log(step, figures)
-        save_final(self.run_dir, t.steps, cfg, self.pm.parts)
+        # The data stream's position goes with the weights (every rank holds the same).
+        data_state = {"data": self.data.stream.state_dict()}
+        save_final(self.run_dir, t.steps, cfg, self.pm.parts, extra=data_state)
+        self.data.stream.close()
         if self.metrics is not None:
             self.metrics.close()
         return records

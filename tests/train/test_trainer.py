@@ -99,3 +99,20 @@ def test_vocabulary_too_small_for_the_tokenizer_is_refused(builtin_dir, tmp_path
     with pytest.raises(ConfigError, match="smaller than the tokenizer"):
         run_training(small("tiny-cd-flm", "model.vocab_size=1000"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_final_checkpoint_holds_the_data_position(builtin_dir, tmp_path):
+    from causeway.checkpoint.final import load_state
+
+    cfg = small("tiny-cd-plm", "train.steps=3")
+    run_training(cfg, tmp_path / "run")
+    uninterrupted = build_data(cfg).train
+    for _ in range(3):
+        next(uninterrupted)
+    resumed = build_data(cfg).train
+    template = {"data": resumed.state_dict()}
+    load_state(tmp_path / "run" / "checkpoints" / "step_3", template)
+    resumed.load_state_dict(template["data"])
+    expected, got = next(uninterrupted), next(resumed)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
