@@ -6,6 +6,10 @@
     causeway data prepare --input FILE [FILE ...] --tokenizer tokenizer.json --out DIR
     causeway data inspect DIR [--samples 3] [--verify] [--split train]
     causeway plan RECIPE --gpus N [--gpu h100|h200|a100] [--set ...] [--json]
+    causeway convert arch CKPT --visibility V [--objective O] --out DIR
+    causeway convert to-encoder-decoder CKPT --out DIR
+    causeway convert export-hf CKPT --out DIR | import-hf DIR --out DIR
+    causeway convert inspect CKPT [--allow-partial] | consolidate CKPT --out FILE
 
 Configuration mistakes print one line and exit with status 2 before anything is written.
 """
@@ -51,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu", default="h100", help="h100, h200 or a100")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
 
+    add_convert_parser(commands)
+
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser("prepare", help="tokenize text into webdataset shards")
@@ -75,6 +81,59 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--verify", action="store_true", help="check every shard's sha256")
     inspect.add_argument("--split", default="train")
     return parser
+
+
+def add_convert_parser(commands) -> None:
+    convert = commands.add_parser("convert", help="convert, inspect and export checkpoints")
+    sub = convert.add_subparsers(dest="convert_command", required=True)
+    arch = sub.add_parser("arch", help="same weights, another visibility/objective")
+    arch.add_argument("checkpoint")
+    arch.add_argument("--visibility", required=True, choices=["causal", "prefix", "bidirectional"])
+    arch.add_argument("--objective", help="objective of the converted model")
+    arch.add_argument("--out", required=True)
+    ed = sub.add_parser("to-encoder-decoder", help="an encoder-decoder from a decoder")
+    ed.add_argument("checkpoint")
+    ed.add_argument("--out", required=True)
+    export = sub.add_parser("export-hf", help="write a Llama-family Hugging Face checkpoint")
+    export.add_argument("checkpoint")
+    export.add_argument("--out", required=True)
+    imp = sub.add_parser("import-hf", help="read a Llama-family Hugging Face checkpoint")
+    imp.add_argument("checkpoint", help="the Hugging Face model directory")
+    imp.add_argument("--out", required=True)
+    inspect = sub.add_parser("inspect", help="step, config, layout, tensors, provenance")
+    inspect.add_argument("checkpoint")
+    inspect.add_argument("--allow-partial", action="store_true")
+    consolidate = sub.add_parser("consolidate", help="one safetensors file of the model")
+    consolidate.add_argument("checkpoint")
+    consolidate.add_argument("--out", required=True)
+
+
+def run_convert(args) -> int:
+    import json
+
+    from causeway.convert import arch, checkpoints
+
+    command = args.convert_command
+    if command == "arch":
+        out = arch.convert_arch(args.checkpoint, args.visibility, args.objective, args.out)
+    elif command == "to-encoder-decoder":
+        out = arch.to_encoder_decoder(args.checkpoint, args.out)
+    elif command == "export-hf":
+        from causeway.convert.hf import export_hf
+
+        out = export_hf(checkpoints.resolve_checkpoint(args.checkpoint), Path(args.out))
+    elif command == "import-hf":
+        from causeway.convert.hf import import_hf
+
+        out = import_hf(Path(args.checkpoint), Path(args.out))
+    elif command == "inspect":
+        found = checkpoints.resolve_checkpoint(args.checkpoint, args.allow_partial)
+        print(json.dumps(checkpoints.describe(found), indent=2))
+        return 0
+    else:
+        out = checkpoints.consolidate(args.checkpoint, args.out)
+    print(f"causeway: wrote {out}")
+    return 0
 
 
 def run_train(args) -> int:
@@ -138,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": run_train,
         "config": run_config_show,
         "plan": run_plan,
+        "convert": run_convert,
         "data": run_data,
     }[args.command]
     try:

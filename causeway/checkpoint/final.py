@@ -62,9 +62,15 @@ def model_state(parts: list[nn.Module]) -> dict:
 
 
 def save_final(
-    run_dir: Path, step: int, config: RunConfig, parts: list[nn.Module], extra: dict | None = None
+    run_dir: Path,
+    step: int,
+    config: RunConfig,
+    parts: list[nn.Module],
+    extra: dict | None = None,
+    meta: dict | None = None,
 ) -> Path:
-    """Save the parts' weights (and `extra` state, e.g. {"data": stream state}) as step N."""
+    """Save the parts' weights (and `extra` state, e.g. {"data": stream state}) as step N;
+    `meta` (layout, provenance) goes into meta.json."""
     out = Path(run_dir) / "checkpoints" / f"step_{step}"
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +80,7 @@ def save_final(
         dcp.save({"model": model_state(parts), **(extra or {})}, checkpoint_id=str(out))
     if is_main():
         (out / "config.yaml").write_text(dump_yaml(config))
-        (out / "meta.json").write_text(json.dumps({"step": step, "format": 1}))
+        (out / "meta.json").write_text(json.dumps({"step": step, "format": 1, **(meta or {})}))
     fsync_tree(out)
     barrier()
     if is_main():

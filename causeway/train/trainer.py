@@ -30,7 +30,9 @@ def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
     torch.manual_seed(cfg.train.seed)
     pm = parallelize(cfg, dims, mesh, env.device)
     if cfg.checkpoint.init_from:
-        load_model_weights(Path(cfg.checkpoint.init_from), pm.parts)
+        from causeway.convert.checkpoints import resolve_checkpoint
+
+        load_model_weights(resolve_checkpoint(cfg.checkpoint.init_from), pm.parts)
     return pm
 
 
@@ -87,7 +89,8 @@ class Trainer:
                     self.metrics.log(step, figures)
         # The data stream's position goes with the weights (every rank holds the same).
         data_state = {"data": self.data.stream.state_dict()}
-        save_final(self.run_dir, t.steps, cfg, self.pm.parts, extra=data_state)
+        layout = {"world_size": self.env.world_size, **self.pm.dims.sizes}
+        save_final(self.run_dir, t.steps, cfg, self.pm.parts, data_state, {"layout": layout})
         self.data.stream.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -1,0 +1,1 @@
+"""Checkpoint conversion: architectures, Hugging Face import/export, consolidation."""

@@ -1,0 +1,109 @@
+"""Finding, reading and describing checkpoints for the convert commands."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+from causeway.checkpoint.final import COMMIT_MARKER, is_committed
+from causeway.config import RunConfig, load_config
+
+STEP_DIR = re.compile(r"step_(\d+)$")
+
+
+def resolve_checkpoint(path: str | Path, allow_partial: bool = False) -> Path:
+    """A checkpoint directory, or a run directory meaning its newest committed checkpoint."""
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        steps = sorted(
+            (int(m.group(1)), p)
+            for p in (path / "checkpoints").iterdir()
+            if (m := STEP_DIR.search(p.name))
+        )
+        committed = [p for _, p in steps if is_committed(p)]
+        if not committed:
+            raise ValueError(f"{path} has no committed checkpoint under checkpoints/")
+        return committed[-1]
+    if not (path / ".metadata").is_file():
+        raise ValueError(f"{path} is neither a checkpoint nor a run directory")
+    if not is_committed(path) and not allow_partial:
+        raise ValueError(
+            f"{path} is partial (no {COMMIT_MARKER} marker); pass --allow-partial to use it anyway"
+        )
+    return path
+
+
+def checkpoint_config(checkpoint: Path) -> RunConfig:
+    return load_config(str(checkpoint / "config.yaml"))
+
+
+def checkpoint_meta(checkpoint: Path) -> dict:
+    meta = checkpoint / "meta.json"
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def tensor_table(checkpoint: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Every tensor stored in the checkpoint: name -> (shape, dtype), from DCP metadata."""
+    metadata = FileSystemReader(str(checkpoint)).read_metadata()
+    table = {}
+    for key, item in metadata.state_dict_metadata.items():
+        if isinstance(item, TensorStorageMetadata):
+            table[key] = (tuple(item.size), item.properties.dtype)
+    return table
+
+
+def describe(checkpoint: Path) -> dict:
+    """What `causeway convert inspect` prints."""
+    cfg, meta, table = (
+        checkpoint_config(checkpoint),
+        checkpoint_meta(checkpoint),
+        tensor_table(checkpoint),
+    )
+    model_tensors = {k: v for k, v in table.items() if k.startswith("model.")}
+    nbytes = sum(
+        torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        for shape, dtype in model_tensors.values()
+    )
+    m = cfg.model
+    return {
+        "checkpoint": str(checkpoint),
+        "step": meta.get("step"),
+        "committed": is_committed(checkpoint),
+        "model": {
+            "arch": m.arch,
+            "visibility": m.visibility,
+            "d_model": m.d_model,
+            "n_layers": m.n_layers,
+            "n_heads": m.n_heads,
+            "vocab_size": m.vocab_size,
+        },  # fmt: skip
+        "objective": cfg.objective.name,
+        "saved_layout": meta.get("layout", "unknown"),
+        "tensors": len(model_tensors),
+        "bytes": nbytes,
+        "provenance": meta.get("provenance", []),
+    }
+
+
+def consolidate(checkpoint: str | Path, out_file: str | Path) -> Path:
+    """Write one safetensors file of the full model (single-device names)."""
+    from safetensors.torch import save_file
+
+    from causeway.checkpoint.final import load_model_weights
+    from causeway.models import build_model, materialize
+
+    source = resolve_checkpoint(checkpoint)
+    out_file = Path(out_file)
+    if out_file.exists():
+        raise ValueError(f"{out_file} exists; consolidate never overwrites")
+    model = materialize(build_model(checkpoint_config(source).model), "cpu", seed=0)
+    load_model_weights(source, model)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_file), metadata={"source": str(source)})
+    return out_file
