@@ -100,6 +100,7 @@ def add_convert_parser(commands) -> None:
     imp = sub.add_parser("import-hf", help="read a Llama-family Hugging Face checkpoint")
     imp.add_argument("checkpoint", help="the Hugging Face model directory")
     imp.add_argument("--out", required=True)
+    imp.add_argument("--recipe", help="recipe for the sections Llama's config does not give")
     inspect = sub.add_parser("inspect", help="step, config, layout, tensors, provenance")
     inspect.add_argument("checkpoint")
     inspect.add_argument("--allow-partial", action="store_true")
@@ -125,7 +126,7 @@ def run_convert(args) -> int:
     elif command == "import-hf":
         from causeway.convert.hf import import_hf
 
-        out = import_hf(Path(args.checkpoint), Path(args.out))
+        out = import_hf(Path(args.checkpoint), Path(args.out), args.recipe)
     elif command == "inspect":
         found = checkpoints.resolve_checkpoint(args.checkpoint, args.allow_partial)
         print(json.dumps(checkpoints.describe(found), indent=2))
