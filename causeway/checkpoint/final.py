@@ -105,13 +105,19 @@ def is_committed(checkpoint: Path) -> bool:
     return (Path(checkpoint) / COMMIT_MARKER).is_file()
 
 
-def load_model_weights(checkpoint: Path, parts: list[nn.Module] | nn.Module) -> None:
-    """Load a committed checkpoint's weights into the parts (any layout)."""
+def load_model_weights(
+    checkpoint: Path, parts: list[nn.Module] | nn.Module, whole_model: bool = True
+) -> None:
+    """Load a committed checkpoint's weights into the parts (any layout); `whole_model`
+    False for pipeline stages, which hold only some of the checkpoint's tensors."""
     checkpoint = Path(checkpoint)
     if not is_committed(checkpoint):
         raise RuntimeError(f"{checkpoint} has no {COMMIT_MARKER} marker: it is partial")
+    from causeway.checkpoint.training_state import check_compatible
+
     parts = [parts] if isinstance(parts, nn.Module) else parts
     state = {"model": model_state(parts)}
+    check_compatible(checkpoint, state["model"], whole_model)
     with quiet_single_process():
         dcp.load(state, checkpoint_id=str(checkpoint))
     for part in parts:

@@ -46,19 +46,14 @@ def check_config(config: RunConfig) -> RunConfig:
 
 def check_not_yet_built(config: RunConfig) -> None:
     """Refuse options whose machinery is not in this build, rather than ignore them."""
-    c, launch = config.checkpoint, config.launch
-    unbuilt = {
-        "checkpoint.every": c.every != 0,
-        "checkpoint.resume": c.resume != "none",
-        "checkpoint.async_save": c.async_save,
-        "launch.launcher": launch.launcher != "local",
-    }
-    for key, used in unbuilt.items():
-        if used:
-            raise ConfigError(
-                f"{key} is not supported by this build yet (only the final checkpoint and "
-                "local/torchrun launching are); leave it at its default"
-            )
+    if config.launch.launcher != "local":
+        raise ConfigError(
+            "launch.launcher is not supported by this build yet (only local/torchrun "
+            "launching is); leave it at 'local'"
+        )
+    c = config.checkpoint
+    if c.every < 0 or c.keep < 0:
+        raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0")
 
 
 def check_model(config: RunConfig) -> None:

@@ -7,10 +7,9 @@ import re
 from pathlib import Path
 
 import torch
-from torch.distributed.checkpoint import FileSystemReader
-from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from causeway.checkpoint.final import COMMIT_MARKER, is_committed
+from causeway.checkpoint.training_state import tensor_table
 from causeway.config import RunConfig, load_config
 
 STEP_DIR = re.compile(r"step_(\d+)$")
@@ -45,16 +44,6 @@ def checkpoint_config(checkpoint: Path) -> RunConfig:
 def checkpoint_meta(checkpoint: Path) -> dict:
     meta = checkpoint / "meta.json"
     return json.loads(meta.read_text()) if meta.is_file() else {}
-
-
-def tensor_table(checkpoint: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Every tensor stored in the checkpoint: name -> (shape, dtype), from DCP metadata."""
-    metadata = FileSystemReader(str(checkpoint)).read_metadata()
-    table = {}
-    for key, item in metadata.state_dict_metadata.items():
-        if isinstance(item, TensorStorageMetadata):
-            table[key] = (tuple(item.size), item.properties.dtype)
-    return table
 
 
 def describe(checkpoint: Path) -> dict:

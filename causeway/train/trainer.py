@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import load_model_weights, save_final
+from causeway.checkpoint.final import load_model_weights
+from causeway.checkpoint.manager import Checkpointer
 from causeway.config import RunConfig, save_config
 from causeway.models.flops import count_parameters, flops_per_sequence
 from causeway.parallel.apply import ParallelModel, parallelize
@@ -32,7 +33,8 @@ def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
     if cfg.checkpoint.init_from:
         from causeway.convert.checkpoints import resolve_checkpoint
 
-        load_model_weights(resolve_checkpoint(cfg.checkpoint.init_from), pm.parts)
+        source = resolve_checkpoint(cfg.checkpoint.init_from)
+        load_model_weights(source, pm.parts, whole_model=dims.pp == 1)
     return pm
 
 
@@ -55,6 +57,13 @@ class Trainer:
             lengths = (d.inputs_length, d.targets_length)
         # Per token of the row (both sides for encoder-decoders), as tokens/s counts them.
         self.flops_per_token = flops_per_sequence(cfg.model, *lengths) / sum(lengths)
+        layout = {"world_size": self.env.world_size, **self.pm.dims.sizes}
+        self.checkpointer = Checkpointer(
+            cfg, self.run_dir, self.pm, self.optimizer, self.data.stream, {"layout": layout}
+        )
+        self.start_step = self.checkpointer.resume()
+        for _ in range(self.start_step):  # the schedule is a function of the step
+            self.scheduler.step()
         self.metrics = None
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +75,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         self.announce()
         records, window_tokens, window_start = [], 0, time.perf_counter()
-        for step in range(1, t.steps + 1):
+        every = cfg.checkpoint.every
+        for step in range(self.start_step + 1, t.steps + 1):
             result = train_step(
                 self.pm, self.optimizer, next(self.data.train),
                 arch=cfg.model.arch, micro_batch_size=cfg.data.micro_batch_size,
@@ -87,10 +97,12 @@ class Trainer:
                 records.append({"step": step, **figures})
                 if self.metrics is not None:
                     self.metrics.log(step, figures)
-        # The data stream's position goes with the weights (every rank holds the same).
-        data_state = {"data": self.data.stream.state_dict()}
-        layout = {"world_size": self.env.world_size, **self.pm.dims.sizes}
-        save_final(self.run_dir, t.steps, cfg, self.pm.parts, data_state, {"layout": layout})
+            if every and step % every == 0 and step != t.steps:
+                self.checkpointer.save(step)
+            self.checkpointer.poll()
+        if self.start_step < t.steps:
+            self.checkpointer.save(t.steps)
+        self.checkpointer.wait()
         self.data.stream.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -62,7 +62,7 @@ def test_encoder_decoder_refuses_other_visibilities(visibility):
         (["model.dropout=1.5"], "model.dropout must be in"),
         (["optimizer.betas=[0.9]"], "needs two values"),
         (["objective.name=mtf"], "mtf needs"),
-        (["checkpoint.every=10"], "checkpoint.every is not supported by this build yet"),
+        (["checkpoint.every=-1"], "checkpoint.every and checkpoint.keep must be >= 0"),
         (["launch.launcher=slurm"], "launch.launcher is not supported by this build yet"),
     ],
 )

@@ -1,0 +1,149 @@
+"""Resumable checkpoints during training: save every N steps, keep the newest K, resume.
+
+The commit rule: a checkpoint counts only once RUN_DIR/checkpoints/step_N/COMMITTED
+exists. Rank 0 writes it last, after every rank has written its shards (a barrier for
+synchronous saves; the save's future for asynchronous ones, whose metadata is written
+only once every rank's data is) and the files are fsynced. `resume: auto` takes the
+newest committed checkpoint and names the partial ones it skips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from concurrent.futures import Future
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+from causeway.checkpoint.final import (
+    COMMIT_MARKER,
+    barrier,
+    fsync_tree,
+    is_committed,
+    is_main,
+    quiet_single_process,
+)
+from causeway.checkpoint.training_state import check_compatible, training_state
+from causeway.config import RunConfig, dump_yaml
+
+log = logging.getLogger("causeway.checkpoint")
+
+
+def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if path.name.startswith("step_") and path.name[5:].isdigit():
+            found.append((int(path.name[5:]), path))
+    return sorted(found)
+
+
+def newest_committed(run_dir: Path) -> Path | None:
+    """The newest committed checkpoint; partial ones newer than it are named in a warning."""
+    chosen, skipped = None, []
+    for _, path in reversed(step_dirs(run_dir)):
+        if is_committed(path):
+            chosen = path
+            break
+        skipped.append(path.name)
+    if skipped:
+        log.warning("resume: ignoring partial checkpoints %s in %s", ", ".join(skipped), run_dir)
+    return chosen
+
+
+class Checkpointer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, pm, optimizer, stream, meta: dict):
+        self.cfg, self.run_dir, self.pm, self.optimizer = cfg, Path(run_dir), pm, optimizer
+        self.stream, self.meta = stream, meta
+        self.pending: tuple[int, Path, Future] | None = None
+
+    def state(self, step: int) -> dict:
+        data = self.stream.state_dict() if self.stream is not None else None
+        return training_state(self.pm.parts, self.optimizer, step, data)
+
+    def save(self, step: int) -> Path:
+        """Save step `step`; asynchronously when checkpoint.async_save is set."""
+        self.wait()
+        out = self.run_dir / "checkpoints" / f"step_{step}"
+        if is_main():
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            (out / "config.yaml").write_text(dump_yaml(self.cfg))
+            (out / "meta.json").write_text(json.dumps({"step": step, "format": 1, **self.meta}))
+        barrier()
+        state = self.state(step)
+        with quiet_single_process():
+            if self.cfg.checkpoint.async_save:
+                self.pending = (step, out, dcp.async_save(state, checkpoint_id=str(out)))
+                return out
+            dcp.save(state, checkpoint_id=str(out))
+        fsync_tree(out)
+        barrier()
+        self.commit(step, out)
+        return out
+
+    def poll(self) -> None:
+        """Commit an asynchronous save once it has finished (called every step)."""
+        if self.pending is not None and self.pending[2].done():
+            self.wait()
+
+    def wait(self) -> None:
+        if self.pending is None:
+            return
+        step, out, future = self.pending
+        self.pending = None
+        future.result()
+        if is_main():
+            fsync_tree(out)
+        self.commit(step, out)
+
+    def commit(self, step: int, out: Path) -> None:
+        if is_main():
+            marker = out / COMMIT_MARKER
+            marker.write_text(f"{step}\n")
+            fsync_tree(out)
+            self.prune()
+
+    def prune(self) -> None:
+        """Keep the newest `checkpoint.keep` committed checkpoints (0 keeps all)."""
+        keep = self.cfg.checkpoint.keep
+        committed = [p for _, p in step_dirs(self.run_dir) if is_committed(p)]
+        for path in committed[:-keep] if keep > 0 else []:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def resume(self) -> int:
+        """Load the checkpoint named by checkpoint.resume; returns the step to continue from."""
+        choice = self.cfg.checkpoint.resume
+        if choice == "none":
+            return 0
+        if choice == "auto":
+            source = newest_committed(self.run_dir)
+            if source is None:
+                return 0
+        else:
+            from causeway.convert.checkpoints import resolve_checkpoint
+
+            source = resolve_checkpoint(choice)
+        return self.load(source)
+
+    def load(self, source: Path) -> int:
+        state = self.state(0)
+        check_compatible(source, state["model"], whole_model=self.pm.dims.pp == 1)
+        with quiet_single_process():
+            dcp.load(state, checkpoint_id=str(source))
+        for part in self.pm.parts:
+            set_model_state_dict(part, state["model"], options=StateDictOptions(strict=False))
+        torch.set_rng_state(state["rng"])
+        if self.stream is not None and "data" in state:
+            self.stream.load_state_dict(state["data"])
+        step = int(state["step"])
+        if is_main():
+            print(f"causeway: resumed from {source} at step {step}", flush=True)
+        return step
