@@ -18,10 +18,15 @@ from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import COMMIT_MARKER, load_model_weights, save_final
+from causeway.checkpoint.final import COMMIT_MARKER, save_final
 from causeway.config import RunConfig
 from causeway.config.checks import check_config
-from causeway.convert.checkpoints import checkpoint_config, checkpoint_meta, resolve_checkpoint
+from causeway.convert.checkpoints import (
+    checkpoint_config,
+    checkpoint_meta,
+    load_checkpoint_model,
+    resolve_checkpoint,
+)
 from causeway.models import build_model, materialize
 
 
@@ -92,8 +97,7 @@ def to_encoder_decoder(checkpoint: str | Path, out: str | Path) -> Path:
     if cfg.model.arch != "decoder":
         raise ValueError(f"{source} is already an encoder-decoder")
     out = fresh_output(Path(out), source)
-    decoder = materialize(build_model(cfg.model), "cpu", seed=0)
-    load_model_weights(source, decoder)
+    decoder = load_checkpoint_model(source)
     ed_cfg = encoder_decoder_config(cfg)
     ed = materialize(build_model(ed_cfg.model), "cpu", seed=0)
     ed.load_state_dict(encoder_decoder_state(decoder.state_dict()), strict=True)

@@ -79,19 +79,27 @@ def describe(checkpoint: Path) -> dict:
     }
 
 
+def load_checkpoint_model(checkpoint: Path):
+    """The checkpoint's model on the CPU, without spending time on a random init that the
+    weights would overwrite (only the RoPE tables, which are not stored, are computed)."""
+    from causeway.checkpoint.final import load_model_weights
+    from causeway.models import build_model
+
+    model = build_model(checkpoint_config(checkpoint).model, "meta").to_empty(device="cpu")
+    model.rope.reset_parameters()
+    load_model_weights(checkpoint, model)
+    return model
+
+
 def consolidate(checkpoint: str | Path, out_file: str | Path) -> Path:
     """Write one safetensors file of the full model (single-device names)."""
     from safetensors.torch import save_file
-
-    from causeway.checkpoint.final import load_model_weights
-    from causeway.models import build_model, materialize
 
     source = resolve_checkpoint(checkpoint)
     out_file = Path(out_file)
     if out_file.exists():
         raise ValueError(f"{out_file} exists; consolidate never overwrites")
-    model = materialize(build_model(checkpoint_config(source).model), "cpu", seed=0)
-    load_model_weights(source, model)
+    model = load_checkpoint_model(source)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file), metadata={"source": str(source)})

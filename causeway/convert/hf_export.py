@@ -156,16 +156,17 @@ def export_hf(checkpoint: Path, out_dir: Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    from causeway.checkpoint.final import load_model_weights
-    from causeway.convert.checkpoints import checkpoint_config, resolve_checkpoint
-    from causeway.models import build_model, materialize
+    from causeway.convert.checkpoints import (
+        checkpoint_config,
+        load_checkpoint_model,
+        resolve_checkpoint,
+    )
 
     source = resolve_checkpoint(checkpoint)
     out_dir = fresh_dir(out_dir, source)
     cfg = checkpoint_config(source)
     check_exportable(cfg.model)
-    model = materialize(build_model(cfg.model), "cpu", seed=0)
-    load_model_weights(source, model)
+    model = load_checkpoint_model(source)
     tensors = {hf_name(k): v.detach().contiguous() for k, v in model.state_dict().items()}
     tokenizer, tokens = fitting_tokenizer(cfg)
 
