@@ -91,12 +91,16 @@ def add_convert_parser(commands) -> None:
     arch.add_argument("--visibility", required=True, choices=["causal", "prefix", "bidirectional"])
     arch.add_argument("--objective", help="objective of the converted model")
     arch.add_argument("--out", required=True)
+    arch.add_argument("--allow-partial", action="store_true")
+    arch.add_argument("--keep-optimizer", action="store_true", help="keep optimizer and data state")
     ed = sub.add_parser("to-encoder-decoder", help="an encoder-decoder from a decoder")
     ed.add_argument("checkpoint")
     ed.add_argument("--out", required=True)
+    ed.add_argument("--allow-partial", action="store_true")
     export = sub.add_parser("export-hf", help="write a Llama-family Hugging Face checkpoint")
     export.add_argument("checkpoint")
     export.add_argument("--out", required=True)
+    export.add_argument("--allow-partial", action="store_true")
     imp = sub.add_parser("import-hf", help="read a Llama-family Hugging Face checkpoint")
     imp.add_argument("checkpoint", help="the Hugging Face model directory")
     imp.add_argument("--out", required=True)
@@ -107,6 +111,7 @@ def add_convert_parser(commands) -> None:
     consolidate = sub.add_parser("consolidate", help="one safetensors file of the model")
     consolidate.add_argument("checkpoint")
     consolidate.add_argument("--out", required=True)
+    consolidate.add_argument("--allow-partial", action="store_true")
 
 
 def run_convert(args) -> int:
@@ -116,13 +121,16 @@ def run_convert(args) -> int:
 
     command = args.convert_command
     if command == "arch":
-        out = arch.convert_arch(args.checkpoint, args.visibility, args.objective, args.out)
+        out = arch.convert_arch(
+            args.checkpoint, args.visibility, args.objective, args.out,
+            keep_optimizer=args.keep_optimizer, allow_partial=args.allow_partial,
+        )  # fmt: skip
     elif command == "to-encoder-decoder":
-        out = arch.to_encoder_decoder(args.checkpoint, args.out)
+        out = arch.to_encoder_decoder(args.checkpoint, args.out, args.allow_partial)
     elif command == "export-hf":
         from causeway.convert.hf import export_hf
 
-        out = export_hf(checkpoints.resolve_checkpoint(args.checkpoint), Path(args.out))
+        out = export_hf(Path(args.checkpoint), Path(args.out), args.allow_partial)
     elif command == "import-hf":
         from causeway.convert.hf import import_hf
 
@@ -132,7 +140,7 @@ def run_convert(args) -> int:
         print(json.dumps(checkpoints.describe(found), indent=2))
         return 0
     else:
-        out = checkpoints.consolidate(args.checkpoint, args.out)
+        out = checkpoints.consolidate(args.checkpoint, args.out, args.allow_partial)
     print(f"causeway: wrote {out}")
     return 0
 

@@ -106,12 +106,15 @@ def is_committed(checkpoint: Path) -> bool:
 
 
 def load_model_weights(
-    checkpoint: Path, parts: list[nn.Module] | nn.Module, whole_model: bool = True
+    checkpoint: Path,
+    parts: list[nn.Module] | nn.Module,
+    whole_model: bool = True,
+    allow_partial: bool = False,
 ) -> None:
     """Load a committed checkpoint's weights into the parts (any layout); `whole_model`
     False for pipeline stages, which hold only some of the checkpoint's tensors."""
     checkpoint = Path(checkpoint)
-    if not is_committed(checkpoint):
+    if not is_committed(checkpoint) and not allow_partial:
         raise RuntimeError(f"{checkpoint} has no {COMMIT_MARKER} marker: it is partial")
     from causeway.checkpoint.training_state import check_compatible
 

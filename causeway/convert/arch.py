@@ -47,10 +47,16 @@ def provenance(source: Path, conversion: str) -> list[dict]:
 
 
 def convert_arch(
-    checkpoint: str | Path, visibility: str, objective: str | None, out: str | Path
+    checkpoint: str | Path,
+    visibility: str,
+    objective: str | None,
+    out: str | Path,
+    keep_optimizer: bool = False,
+    allow_partial: bool = False,
 ) -> Path:
-    """Copy the weights unchanged under a rewritten, validated config."""
-    source = resolve_checkpoint(checkpoint)
+    """The weights unchanged under a rewritten, validated config. The optimizer (and data
+    position) are dropped unless `keep_optimizer`: an adaptation is a new run."""
+    source = resolve_checkpoint(checkpoint, allow_partial)
     cfg = checkpoint_config(source)
     if cfg.model.arch != "decoder":
         raise ValueError("convert arch changes a decoder's visibility; this is an encoder-decoder")
@@ -61,9 +67,13 @@ def convert_arch(
     cfg = check_config(cfg)
     out = fresh_output(Path(out), source)
     step = checkpoint_meta(source).get("step", 0)
+    conversion = f"arch {before} -> {visibility}/{cfg.objective.name}"
+    if not keep_optimizer:
+        meta = {"provenance": provenance(source, conversion)}
+        model = load_checkpoint_model(source, allow_partial)
+        return save_final(out, step, cfg, [model], meta=meta)
     target = out / "checkpoints" / f"step_{step}"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(COMMIT_MARKER, "*.yaml"))
-    conversion = f"arch {before} -> {visibility}/{cfg.objective.name}"
     return rewrite_and_commit(target, cfg, source, conversion)
 
 
@@ -90,14 +100,14 @@ def encoder_decoder_config(cfg: RunConfig) -> RunConfig:
 
 
 @torch.no_grad()
-def to_encoder_decoder(checkpoint: str | Path, out: str | Path) -> Path:
+def to_encoder_decoder(checkpoint: str | Path, out: str | Path, allow_partial=False) -> Path:
     """Initialise an encoder-decoder from a decoder checkpoint (paper's adaptation)."""
-    source = resolve_checkpoint(checkpoint)
+    source = resolve_checkpoint(checkpoint, allow_partial)
     cfg = checkpoint_config(source)
     if cfg.model.arch != "decoder":
         raise ValueError(f"{source} is already an encoder-decoder")
     out = fresh_output(Path(out), source)
-    decoder = load_checkpoint_model(source)
+    decoder = load_checkpoint_model(source, allow_partial)
     ed_cfg = encoder_decoder_config(cfg)
     ed = materialize(build_model(ed_cfg.model), "cpu", seed=0)
     ed.load_state_dict(encoder_decoder_state(decoder.state_dict()), strict=True)

@@ -79,7 +79,7 @@ def describe(checkpoint: Path) -> dict:
     }
 
 
-def load_checkpoint_model(checkpoint: Path):
+def load_checkpoint_model(checkpoint: Path, allow_partial: bool = False):
     """The checkpoint's model on the CPU, without spending time on a random init that the
     weights would overwrite (only the RoPE tables, which are not stored, are computed)."""
     from causeway.checkpoint.final import load_model_weights
@@ -87,19 +87,19 @@ def load_checkpoint_model(checkpoint: Path):
 
     model = build_model(checkpoint_config(checkpoint).model, "meta").to_empty(device="cpu")
     model.rope.reset_parameters()
-    load_model_weights(checkpoint, model)
+    load_model_weights(checkpoint, model, allow_partial=allow_partial)
     return model
 
 
-def consolidate(checkpoint: str | Path, out_file: str | Path) -> Path:
+def consolidate(checkpoint: str | Path, out_file: str | Path, allow_partial=False) -> Path:
     """Write one safetensors file of the full model (single-device names)."""
     from safetensors.torch import save_file
 
-    source = resolve_checkpoint(checkpoint)
+    source = resolve_checkpoint(checkpoint, allow_partial)
     out_file = Path(out_file)
     if out_file.exists():
         raise ValueError(f"{out_file} exists; consolidate never overwrites")
-    model = load_checkpoint_model(source)
+    model = load_checkpoint_model(source, allow_partial)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file), metadata={"source": str(source)})

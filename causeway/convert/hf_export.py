@@ -147,7 +147,7 @@ def fresh_dir(out_dir: Path, source: Path) -> Path:
     return out_dir
 
 
-def export_hf(checkpoint: Path, out_dir: Path) -> Path:
+def export_hf(checkpoint: Path, out_dir: Path, allow_partial: bool = False) -> Path:
     """Write a committed causeway decoder checkpoint as a HF Llama checkpoint in `out_dir`.
 
     Refuses encoder-decoders and GeGLU MLPs (not expressible in Llama). A prefix or
@@ -162,11 +162,11 @@ def export_hf(checkpoint: Path, out_dir: Path) -> Path:
         resolve_checkpoint,
     )
 
-    source = resolve_checkpoint(checkpoint)
+    source = resolve_checkpoint(checkpoint, allow_partial)
     out_dir = fresh_dir(out_dir, source)
     cfg = checkpoint_config(source)
     check_exportable(cfg.model)
-    model = load_checkpoint_model(source)
+    model = load_checkpoint_model(source, allow_partial)
     tensors = {hf_name(k): v.detach().contiguous() for k, v in model.state_dict().items()}
     tokenizer, tokens = fitting_tokenizer(cfg)
 

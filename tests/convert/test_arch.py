@@ -119,3 +119,27 @@ def test_inspect_reports_layout_and_size(nd_mlm_run):
     assert info["saved_layout"]["world_size"] == 1
     assert info["tensors"] == len(weights(resolve_checkpoint(nd_mlm_run)).state_dict())
     assert info["bytes"] > 0 and info["model"]["visibility"] == "prefix"
+
+
+def test_optimizer_is_dropped_unless_kept(nd_mlm_run, tmp_path):
+    from causeway.checkpoint.training_state import tensor_table
+
+    dropped = convert_arch(nd_mlm_run, "causal", "full_lm", tmp_path / "a")
+    kept = convert_arch(nd_mlm_run, "causal", "full_lm", tmp_path / "b", keep_optimizer=True)
+    assert not any(k.startswith("optimizer.") for k in tensor_table(dropped))
+    assert any(k.startswith("optimizer.") for k in tensor_table(kept))
+    assert {k for k in tensor_table(dropped) if k.startswith("model.")} == {
+        k for k in tensor_table(kept) if k.startswith("model.")
+    }
+
+
+def test_partial_source_needs_allow_partial(nd_mlm_run, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(resolve_checkpoint(nd_mlm_run), partial)
+    (partial / "COMMITTED").unlink()
+    with pytest.raises(ValueError, match="--allow-partial"):
+        convert_arch(partial, "causal", "full_lm", tmp_path / "x")
+    out = convert_arch(partial, "causal", "full_lm", tmp_path / "y", allow_partial=True)
+    assert (out / "COMMITTED").is_file()
