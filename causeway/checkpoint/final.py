@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,6 +62,41 @@ def model_state(parts: list[nn.Module]) -> dict:
     return state
 
 
+def start_checkpoint(out: Path, step: int, config: RunConfig, meta: dict | None) -> None:
+    """A fresh, uncommitted step directory with config.yaml and meta.json (rank 0)."""
+    if is_main():
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        (out / "config.yaml").write_text(dump_yaml(config))
+        (out / "meta.json").write_text(json.dumps({"step": step, "format": 1, **(meta or {})}))
+    barrier()
+
+
+def mark_committed(out: Path, step: int) -> None:
+    """Rank 0 writes COMMITTED last, once every file of the checkpoint is on disk."""
+    if is_main():
+        fsync_tree(out)
+        marker = out / COMMIT_MARKER
+        marker.write_text(f"{step}\n")
+        with marker.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def write_checkpoint(
+    out: Path, step: int, config: RunConfig, state: dict, meta: dict | None = None
+) -> Path:
+    """Save `state` with DCP into `out` and commit it (the synchronous commit rule)."""
+    start_checkpoint(out, step, config, meta)
+    with quiet_single_process():
+        dcp.save(state, checkpoint_id=str(out))
+    fsync_tree(out)
+    barrier()
+    mark_committed(out, step)
+    barrier()
+    return out
+
+
 def save_final(
     run_dir: Path,
     step: int,
@@ -72,24 +108,8 @@ def save_final(
     """Save the parts' weights (and `extra` state, e.g. {"data": stream state}) as step N;
     `meta` (layout, provenance) goes into meta.json."""
     out = Path(run_dir) / "checkpoints" / f"step_{step}"
-    if is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        (out / COMMIT_MARKER).unlink(missing_ok=True)
-    barrier()
-    with quiet_single_process():
-        dcp.save({"model": model_state(parts), **(extra or {})}, checkpoint_id=str(out))
-    if is_main():
-        (out / "config.yaml").write_text(dump_yaml(config))
-        (out / "meta.json").write_text(json.dumps({"step": step, "format": 1, **(meta or {})}))
-    fsync_tree(out)
-    barrier()
-    if is_main():
-        marker = out / COMMIT_MARKER
-        marker.write_text(f"{step}\n")
-        with marker.open("rb") as handle:
-            os.fsync(handle.fileno())
-    barrier()
-    return out
+    state = {"model": model_state(parts), **(extra or {})}
+    return write_checkpoint(out, step, config, state, meta)
 
 
 def load_state(checkpoint: Path, template: dict) -> dict:

@@ -9,7 +9,6 @@ newest committed checkpoint and names the partial ones it skips.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from concurrent.futures import Future
@@ -20,15 +19,15 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
 from causeway.checkpoint.final import (
-    COMMIT_MARKER,
-    barrier,
-    fsync_tree,
     is_committed,
     is_main,
+    mark_committed,
     quiet_single_process,
+    start_checkpoint,
+    write_checkpoint,
 )
 from causeway.checkpoint.training_state import check_compatible, training_state
-from causeway.config import RunConfig, dump_yaml
+from causeway.config import RunConfig
 
 log = logging.getLogger("causeway.checkpoint")
 
@@ -71,22 +70,14 @@ class Checkpointer:
         """Save step `step`; asynchronously when checkpoint.async_save is set."""
         self.wait()
         out = self.run_dir / "checkpoints" / f"step_{step}"
-        if is_main():
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
-            (out / "config.yaml").write_text(dump_yaml(self.cfg))
-            (out / "meta.json").write_text(json.dumps({"step": step, "format": 1, **self.meta}))
-        barrier()
         state = self.state(step)
+        if not self.cfg.checkpoint.async_save:
+            write_checkpoint(out, step, self.cfg, state, self.meta)
+            self.prune()
+            return out
+        start_checkpoint(out, step, self.cfg, self.meta)
         with quiet_single_process():
-            if self.cfg.checkpoint.async_save:
-                self.pending = (step, out, dcp.async_save(state, checkpoint_id=str(out)))
-                return out
-            dcp.save(state, checkpoint_id=str(out))
-        fsync_tree(out)
-        barrier()
-        self.commit(step, out)
+            self.pending = (step, out, dcp.async_save(state, checkpoint_id=str(out)))
         return out
 
     def poll(self) -> None:
@@ -95,24 +86,20 @@ class Checkpointer:
             self.wait()
 
     def wait(self) -> None:
+        """Finish a pending asynchronous save: its metadata is written only after every
+        rank's data, so its completion on rank 0 means the whole checkpoint is there."""
         if self.pending is None:
             return
         step, out, future = self.pending
         self.pending = None
         future.result()
-        if is_main():
-            fsync_tree(out)
-        self.commit(step, out)
-
-    def commit(self, step: int, out: Path) -> None:
-        if is_main():
-            marker = out / COMMIT_MARKER
-            marker.write_text(f"{step}\n")
-            fsync_tree(out)
-            self.prune()
+        mark_committed(out, step)
+        self.prune()
 
     def prune(self) -> None:
         """Keep the newest `checkpoint.keep` committed checkpoints (0 keeps all)."""
+        if not is_main():
+            return
         keep = self.cfg.checkpoint.keep
         committed = [p for _, p in step_dirs(self.run_dir) if is_committed(p)]
         for path in committed[:-keep] if keep > 0 else []:

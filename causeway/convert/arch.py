@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import COMMIT_MARKER, save_final
+from causeway.checkpoint.final import COMMIT_MARKER, mark_committed, save_final
 from causeway.config import RunConfig
 from causeway.config.checks import check_config
 from causeway.convert.checkpoints import (
@@ -85,7 +85,7 @@ def rewrite_and_commit(target: Path, cfg: RunConfig, source: Path, conversion: s
     save_config(cfg, target / "config.yaml")
     meta = {**checkpoint_meta(source), "provenance": provenance(source, conversion)}
     (target / "meta.json").write_text(json.dumps(meta))
-    (target / COMMIT_MARKER).write_text(f"{meta.get('step', 0)}\n")
+    mark_committed(target, meta.get("step", 0))
     return target
 
 

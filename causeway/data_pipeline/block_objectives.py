@@ -114,17 +114,23 @@ def _span_corruption(
     return _from_pairs(docs, chunks.doc, chunks.chunk, chunks.lengths, pairs, decoder)
 
 
+def _shifted(docs: DocBlock, c, loss_mask_of, prefix: np.ndarray) -> Examples:
+    """Decoder examples of whole chunks: tokens = chunk[:-1], targets = chunk[1:]."""
+    lengths = c.lengths - 1
+    return Examples(
+        docs, c.doc, c.chunk, c.lengths,
+        targets=take_runs(docs.tokens, c.starts + 1, lengths),
+        lengths=lengths,
+        tokens=take_runs(docs.tokens, c.starts, lengths),
+        loss_mask=loss_mask_of(lengths),
+        prefix=prefix,
+    )  # fmt: skip
+
+
 def _full_lm(docs: DocBlock, seed: int, raw: int) -> Examples:
     chunks = chunk_block(docs, raw, seed)
-    lengths = chunks.lengths - 1
-    return Examples(
-        docs, chunks.doc, chunks.chunk, chunks.lengths,
-        targets=take_runs(docs.tokens, chunks.starts + 1, lengths),
-        lengths=lengths,
-        tokens=take_runs(docs.tokens, chunks.starts, lengths),
-        loss_mask=np.ones(int(lengths.sum()), dtype=bool),
-        prefix=np.zeros(len(lengths), dtype=np.int64),
-    )  # fmt: skip
+    every = lambda lengths: np.ones(int(lengths.sum()), dtype=bool)  # noqa: E731
+    return _shifted(docs, chunks, every, np.zeros(len(chunks.lengths), dtype=np.int64))
 
 
 def _prefix_lm(docs: DocBlock, seed: int, raw: int, decoder: bool) -> Examples:
@@ -136,15 +142,8 @@ def _prefix_lm(docs: DocBlock, seed: int, raw: int, decoder: bool) -> Examples:
         targets = take_runs(docs.tokens, c.starts + split, c.lengths - split)
         return Examples(docs, c.doc, c.chunk, c.lengths, targets, inputs=inputs,
                         input_lengths=split, target_lengths=c.lengths - split)  # fmt: skip
-    lengths = c.lengths - 1
-    return Examples(
-        docs, c.doc, c.chunk, c.lengths,
-        targets=take_runs(docs.tokens, c.starts + 1, lengths),
-        lengths=lengths,
-        tokens=take_runs(docs.tokens, c.starts, lengths),
-        loss_mask=within(lengths) >= np.repeat(split - 1, lengths),
-        prefix=split,
-    )  # fmt: skip
+    targets_only = lambda lengths: within(lengths) >= np.repeat(split - 1, lengths)  # noqa: E731
+    return _shifted(docs, c, targets_only, split)
 
 
 def _masked_lm(
