@@ -146,13 +146,18 @@ def run_convert(args) -> int:
 
 
 def run_train(args) -> int:
+    from causeway.train.stop import EXIT_STOPPED, TrainingStopped
     from causeway.train.trainer import run_training
 
     overrides = list(args.overrides)
     if args.init_from:
         overrides.append(f"checkpoint.init_from={args.init_from}")
     cfg = load_config(args.recipe, overrides)
-    run_training(cfg, args.run_dir)
+    try:
+        run_training(cfg, args.run_dir)
+    except TrainingStopped as stopped:
+        print(f"causeway: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
     return 0
 
 

@@ -61,6 +61,7 @@ class Checkpointer:
         self.cfg, self.run_dir, self.pm, self.optimizer = cfg, Path(run_dir), pm, optimizer
         self.stream, self.meta = stream, meta
         self.pending: tuple[int, Path, Future] | None = None
+        self.committed: list[tuple[int, Path]] = []  # since the last take_committed()
 
     def state(self, step: int) -> dict:
         data = self.stream.state_dict() if self.stream is not None else None
@@ -73,6 +74,7 @@ class Checkpointer:
         state = self.state(step)
         if not self.cfg.checkpoint.async_save:
             write_checkpoint(out, step, self.cfg, state, self.meta)
+            self.committed.append((step, out))
             self.prune()
             return out
         start_checkpoint(out, step, self.cfg, self.meta)
@@ -94,7 +96,13 @@ class Checkpointer:
         self.pending = None
         future.result()
         mark_committed(out, step)
+        self.committed.append((step, out))
         self.prune()
+
+    def take_committed(self) -> list[tuple[int, Path]]:
+        """The checkpoints committed since the last call, oldest first."""
+        taken, self.committed = self.committed, []
+        return taken
 
     def prune(self) -> None:
         """Keep the newest `checkpoint.keep` committed checkpoints (0 keeps all)."""

@@ -9,6 +9,7 @@ safe only for in-place masked prediction, where the target is not in the input.
 from __future__ import annotations
 
 import copy
+import signal
 
 from causeway.config.loading import ConfigError
 from causeway.config.schema import RunConfig
@@ -32,6 +33,8 @@ WHY = {
     ("masked_lm", "prefix"): "masked_lm predicts in place and needs bidirectional visibility",
 }
 
+UNCATCHABLE = ("SIGKILL", "SIGSTOP")
+
 
 def check_config(config: RunConfig) -> RunConfig:
     """Return a resolved copy of `config`, or raise `ConfigError` naming the reason."""
@@ -40,20 +43,17 @@ def check_config(config: RunConfig) -> RunConfig:
     check_objective(config)
     check_data(config)
     check_training(config)
-    check_not_yet_built(config)
+    check_checkpoint_and_stop(config)
     return config
 
 
-def check_not_yet_built(config: RunConfig) -> None:
-    """Refuse options whose machinery is not in this build, rather than ignore them."""
-    if config.launch.launcher != "local":
-        raise ConfigError(
-            "launch.launcher is not supported by this build yet (only local/torchrun "
-            "launching is); leave it at 'local'"
-        )
+def check_checkpoint_and_stop(config: RunConfig) -> None:
     c = config.checkpoint
     if c.every < 0 or c.keep < 0:
         raise ConfigError("checkpoint.every and checkpoint.keep must be >= 0")
+    for name in config.train.stop_signals:
+        if not (name.startswith("SIG") and hasattr(signal, name)) or name in UNCATCHABLE:
+            raise ConfigError(f"train.stop_signals: '{name}' is not a catchable signal name")
 
 
 def check_model(config: RunConfig) -> None:

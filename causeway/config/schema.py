@@ -113,6 +113,16 @@ class ScheduleConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Weights & Biases mirror of the metrics (extra `wandb`); off while project is None."""
+
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "online"
+
+
+@dataclass
 class TrainConfig:
     steps: int = 1000
     grad_clip: float = 1.0
@@ -126,6 +136,10 @@ class TrainConfig:
     peak_tflops: float = 0.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: Literal["auto", "bar", "lines"] = "auto"
+    # Signals that ask for a clean stop: all ranks agree on a step, save, and exit with
+    # causeway.train.stop.EXIT_STOPPED. USR2 is Slurm's warning (NCCL may use USR1).
+    stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR2"])
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -155,10 +169,14 @@ class ParallelConfig:
 
 @dataclass
 class LaunchConfig:
-    launcher: Literal["local", "slurm", "ray"] = "local"
+    """How the run was started; `causeway launch` fills it in (the CLI flags win)."""
+
+    launcher: Literal["direct", "local", "slurm", "ray"] = "direct"
     nodes: int = 1
-    gpus_per_node: int = 1
+    gpus_per_node: int = 0
     partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
     time_limit: str | None = None
     ray_address: str | None = None
 

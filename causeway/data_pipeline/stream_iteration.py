@@ -8,6 +8,7 @@ DataLoader's shutdown waits seconds for each worker).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +77,9 @@ def worker_batches(
     """The same batches, the lanes spread over `workers` DataLoader worker processes."""
     cursor.close_lanes()
     dataset = LaneDataset(spec, cursor.states, cursor.next_lane)
+    # Workers ignore stop signals: the trainer stops them after its stop checkpoint.
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                        prefetch_factor=prefetch)  # fmt: skip
+                        prefetch_factor=prefetch, worker_init_fn=_ignore_stop_signals)  # fmt: skip
     iterator = iter(loader)
     try:
         while limit is None or cursor.batches < limit:
@@ -126,6 +128,13 @@ class LaneDataset(IterableDataset):
         finally:
             for lane in mine.values():
                 lane.close()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A stop signal (scancel's SIGTERM reaches every process of a Slurm step) must not
+    kill a worker: the trainer reads on until its stop checkpoint, then closes them."""
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _as_is(item: Any) -> Any:

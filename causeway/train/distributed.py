@@ -31,11 +31,16 @@ def pick_device(name: str, local_rank: int) -> torch.device:
 
 
 def init_distributed(device_name: str) -> DistEnv:
-    """Join the process group when launched by torchrun; one process otherwise."""
+    """Join the process group when launched by torchrun; use the one that exists when the
+    launcher made it (Ray Train); one process otherwise."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        device = pick_device(device_name, local_rank)
+        return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank = int(os.environ.get("RANK", "0"))
     device = pick_device(device_name, local_rank)
-    if world > 1 and not dist.is_initialized():
+    if world > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     return DistEnv(rank, world, local_rank, device)

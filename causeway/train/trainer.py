@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -18,7 +22,8 @@ from causeway.train.data import TrainData, build_data
 from causeway.train.distributed import DistEnv, init_distributed
 from causeway.train.metrics import MetricsLogger
 from causeway.train.optim import build_optimizer, build_scheduler
-from causeway.train.step import evaluate, train_step
+from causeway.train.step import StepResult, evaluate, train_step
+from causeway.train.stop import StopSignals, TrainingStopped, signal_name, write_stop_record
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -38,13 +43,27 @@ def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
     return pm
 
 
+class TrainerHook(Protocol):
+    """Optional callbacks, called on every rank at the same steps (either may be absent):
+    `on_log(step, figures)` at each logged step and `on_checkpoint(step, path)` once a
+    checkpoint is committed. The Ray launcher reports both to Ray Train."""
+
+    def on_log(self, step: int, figures: dict) -> None: ...
+
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+
 @dataclass
 class Trainer:
     cfg: RunConfig
     run_dir: Path
+    hooks: Sequence[TrainerHook] = ()
 
     def setup(self) -> None:
         cfg = self.cfg
+        # First, so that a stop signal during set-up is not fatal: the run stops after
+        # its first step, with a checkpoint.
+        self.stop = StopSignals(cfg.train.stop_signals)
         self.env = init_distributed(cfg.train.device)
         self.data: TrainData = build_data(cfg)
         self.pm = build_parallel_model(cfg, self.env)
@@ -68,45 +87,98 @@ class Trainer:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
+            record_attempt(self.run_dir, cfg, self.start_step, self.env.world_size)
             self.metrics = MetricsLogger(self.run_dir, cfg.train.steps, cfg.train.progress)
 
     def fit(self) -> list[dict]:
-        """Run every step; returns the logged records (also in metrics.jsonl)."""
-        cfg, t = self.cfg, self.cfg.train
+        """Run every step; returns the logged records (also in metrics.jsonl).
+
+        When a stop signal reached any rank, every rank saves the step they agreed on
+        and `TrainingStopped` is raised once the checkpoint is committed."""
+        t = self.cfg.train
         self.announce()
         records, window_tokens, window_start = [], 0, time.perf_counter()
-        every = cfg.checkpoint.every
-        for step in range(self.start_step + 1, t.steps + 1):
-            result = train_step(
-                self.pm, self.optimizer, next(self.data.train),
-                arch=cfg.model.arch, micro_batch_size=cfg.data.micro_batch_size,
-                z_loss=t.z_loss, grad_clip=t.grad_clip, precision=t.precision,
-                device=self.env.device,
-            )  # fmt: skip
-            lr = self.scheduler.get_last_lr()[0]
-            self.scheduler.step()
-            window_tokens += result.tokens
-            figures = None
-            if step % t.log_every == 0 or step == t.steps:
-                elapsed = time.perf_counter() - window_start
-                figures = self.step_figures(result, lr, window_tokens / elapsed)
-                window_tokens, window_start = 0, time.perf_counter()
-            if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-                figures = {**(figures or {}), **self.validate()}
-            if figures is not None:
-                records.append({"step": step, **figures})
-                if self.metrics is not None:
-                    self.metrics.log(step, figures)
-            if every and step % every == 0 and step != t.steps:
-                self.checkpointer.save(step)
-            self.checkpointer.poll()
-        if self.start_step < t.steps:
-            self.checkpointer.save(t.steps)
+        stopped = (0, 0)  # (step, signal) once the ranks agree to stop
+        try:
+            for step in range(self.start_step + 1, t.steps + 1):
+                lr = self.scheduler.get_last_lr()[0]
+                result = self.step(next(self.data.train))
+                window_tokens += result.tokens
+                figures = None
+                if step % t.log_every == 0 or step == t.steps:
+                    elapsed = time.perf_counter() - window_start
+                    figures = self.step_figures(result, lr, window_tokens / elapsed)
+                    window_tokens, window_start = 0, time.perf_counter()
+                if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+                    figures = {**(figures or {}), **self.validate()}
+                if figures is not None:
+                    records.append({"step": step, **figures})
+                    self.log(step, figures)
+                signum = self.stop.agreed(self.env.device)
+                if signum and step < t.steps:
+                    self.save(step)
+                    stopped = (step, signum)
+                    break
+                if self.due_for_checkpoint(step):
+                    self.save(step)
+                self.checkpointer.poll()
+            else:
+                if self.start_step < t.steps:
+                    self.save(t.steps)
+        finally:
+            self.stop.restore()
+        self.close()
+        if stopped[0]:
+            self.report_stop(*stopped)
+        return records
+
+    def step(self, batch: dict) -> StepResult:
+        cfg, t = self.cfg, self.cfg.train
+        result = train_step(
+            self.pm, self.optimizer, batch,
+            arch=cfg.model.arch, micro_batch_size=cfg.data.micro_batch_size,
+            z_loss=t.z_loss, grad_clip=t.grad_clip, precision=t.precision,
+            device=self.env.device,
+        )  # fmt: skip
+        self.scheduler.step()
+        return result
+
+    def due_for_checkpoint(self, step: int) -> bool:
+        every = self.cfg.checkpoint.every
+        return bool(every) and step % every == 0 and step != self.cfg.train.steps
+
+    def save(self, step: int) -> None:
+        self.checkpointer.save(step)
+        self.notify_committed()
+
+    def notify_committed(self) -> None:
+        """Tell the hooks of every checkpoint committed by now. Called only right after a
+        save or at the end, which every rank reaches at the same step."""
+        for step, path in self.checkpointer.take_committed():
+            for hook in self.hooks:
+                if hasattr(hook, "on_checkpoint"):
+                    hook.on_checkpoint(step, path)
+
+    def log(self, step: int, figures: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.log(step, figures)
+        for hook in self.hooks:
+            if hasattr(hook, "on_log"):
+                hook.on_log(step, figures)
+
+    def close(self) -> None:
         self.checkpointer.wait()
+        self.notify_committed()
         self.data.stream.close()
         if self.metrics is not None:
             self.metrics.close()
-        return records
+
+    def report_stop(self, step: int, signum: int) -> None:
+        reason = signal_name(signum)
+        if self.env.is_main:
+            write_stop_record(self.run_dir, step, reason)
+            print(f"causeway: {reason} received: saved step {step}, exiting", flush=True)
+        raise TrainingStopped(step, reason)
 
     def announce(self) -> None:
         if self.env.is_main:
@@ -120,7 +192,7 @@ class Trainer:
 
         return count_parameters(build_model(self.cfg.model, "meta"))
 
-    def step_figures(self, result, lr: float, tokens_per_s: float) -> dict:
+    def step_figures(self, result: StepResult, lr: float, tokens_per_s: float) -> dict:
         figures = {
             "loss": result.loss,
             "lr": lr,
@@ -143,9 +215,27 @@ class Trainer:
         return evaluate(self.pm, batches, self.cfg.model.arch, t.precision, self.env.device)
 
 
-def run_training(cfg: RunConfig, run_dir: Path | None = None) -> list[dict]:
+def record_attempt(run_dir: Path, cfg: RunConfig, start_step: int, world_size: int) -> None:
+    """One line per start of the run in attempts.jsonl: `causeway status` counts restarts
+    and Slurm requeues from it."""
+    env = os.environ
+    record = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "start_step": start_step,
+        "world_size": world_size,
+        "launcher": cfg.launch.launcher,
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "slurm_restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+    }
+    with (run_dir / "attempts.jsonl").open("a") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def run_training(
+    cfg: RunConfig, run_dir: Path | None = None, hooks: Sequence[TrainerHook] = ()
+) -> list[dict]:
     run_dir = Path(run_dir or cfg.run_dir or default_run_dir(cfg))
     cfg.run_dir = str(run_dir)
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, hooks)
     trainer.setup()
     return trainer.fit()

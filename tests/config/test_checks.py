@@ -63,7 +63,8 @@ def test_encoder_decoder_refuses_other_visibilities(visibility):
         (["optimizer.betas=[0.9]"], "needs two values"),
         (["objective.name=mtf"], "mtf needs"),
         (["checkpoint.every=-1"], "checkpoint.every and checkpoint.keep must be >= 0"),
-        (["launch.launcher=slurm"], "launch.launcher is not supported by this build yet"),
+        (["train.stop_signals=[SIGUSR3]"], "'SIGUSR3' is not a catchable signal name"),
+        (["train.stop_signals=[SIGKILL]"], "'SIGKILL' is not a catchable signal name"),
     ],
 )
 def test_meaningless_values_are_refused(sets, message):
