@@ -10,6 +10,10 @@
     causeway convert to-encoder-decoder CKPT --out DIR
     causeway convert export-hf CKPT --out DIR | import-hf DIR --out DIR
     causeway convert inspect CKPT [--allow-partial] | consolidate CKPT --out FILE
+    causeway launch local RECIPE --nproc N [--run-dir DIR] [--set ...]
+    causeway launch slurm RECIPE --nodes N --gpus-per-node G [--dry-run] [...]
+    causeway launch ray RECIPE --address ADDR --workers N [--min-workers M] [--submit] [...]
+    causeway status RUN_DIR [--json]
 
 Configuration mistakes print one line and exit with status 2 before anything is written.
 """
@@ -56,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print one JSON object")
 
     add_convert_parser(commands)
+    add_launch_parser(commands)
+    status = commands.add_parser("status", help="where a run stands (any launcher)")
+    status.add_argument("run_dir", type=Path)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
 
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -112,6 +120,76 @@ def add_convert_parser(commands) -> None:
     consolidate.add_argument("checkpoint")
     consolidate.add_argument("--out", required=True)
     consolidate.add_argument("--allow-partial", action="store_true")
+
+
+def add_launch_parser(commands) -> None:
+    launch = commands.add_parser("launch", help="start a run with torchrun, Slurm or Ray")
+    sub = launch.add_subparsers(dest="launcher", required=True)
+    local = sub.add_parser("local", help="torchrun on this machine")
+    add_config_args(local, recipe_optional=False)
+    local.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    local.add_argument("--run-dir", type=Path)
+    slurm = sub.add_parser("slurm", help="render and submit an sbatch job")
+    add_config_args(slurm, recipe_optional=False)
+    slurm.add_argument("--nodes", type=int, required=True)
+    slurm.add_argument("--gpus-per-node", type=int, required=True, help="0 for CPU partitions")
+    slurm.add_argument("--procs-per-node", type=int, help="CPU partitions: processes per node")
+    slurm.add_argument("--cpus-per-task", type=int)
+    for name in ("partition", "account", "time", "qos", "container-image"):
+        slurm.add_argument(f"--{name}")
+    slurm.add_argument("--exclusive", action="store_true")
+    slurm.add_argument("--signal-lead", type=int, default=120, help="seconds of warning")
+    slurm.add_argument("--max-requeues", type=int, default=3)
+    slurm.add_argument("--nccl-socket-ifname", help="NCCL_SOCKET_IFNAME for the job")
+    slurm.add_argument("--run-dir", type=Path)
+    slurm.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    ray = sub.add_parser("ray", help="Ray Train workers on a Ray cluster")
+    add_config_args(ray, recipe_optional=False)
+    ray.add_argument("--address", required=True, help="Ray cluster address (host:port, auto)")
+    ray.add_argument("--workers", type=int, required=True)
+    ray.add_argument("--gpus-per-worker", type=int, default=0)
+    ray.add_argument("--max-failures", type=int, default=3)
+    ray.add_argument("--min-workers", type=int, help="continue on fewer workers, down to M")
+    ray.add_argument("--storage", help="storage every worker sees (default: the run dir's)")
+    ray.add_argument("--run-dir", type=Path)
+    ray.add_argument("--submit", action="store_true", help="submit as a Ray job and return")
+
+
+def run_launch(args) -> int:
+    if args.launcher == "local":
+        from causeway.launcher.local import launch_local
+
+        return launch_local(args.recipe, args.overrides, args.nproc, args.run_dir)
+    if args.launcher == "slurm":
+        from causeway.launcher.slurm import SlurmJob, launch_slurm
+
+        job = SlurmJob(
+            args.nodes, args.gpus_per_node, args.cpus_per_task, args.procs_per_node,
+            args.partition, args.account, args.time, args.qos, args.exclusive,
+            args.container_image, args.signal_lead, args.max_requeues, args.nccl_socket_ifname,
+        )  # fmt: skip
+        return launch_slurm(args.recipe, args.overrides, job, args.run_dir, args.dry_run)
+    from causeway.launcher.ray_launcher import launch_ray
+
+    return launch_ray(
+        args.recipe, args.overrides, address=args.address, workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker, max_failures=args.max_failures,
+        min_workers=args.min_workers, storage=args.storage, run_dir=args.run_dir,
+        submit=args.submit,
+    )  # fmt: skip
+
+
+def run_status(args) -> int:
+    import json
+
+    from causeway.launcher.status import run_status as status_text
+    from causeway.launcher.status import status_record
+
+    if args.json:
+        print(json.dumps(status_record(args.run_dir), indent=2))
+    else:
+        print(status_text(args.run_dir))
+    return 0
 
 
 def run_convert(args) -> int:
@@ -213,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         "plan": run_plan,
         "convert": run_convert,
         "data": run_data,
+        "launch": run_launch,
+        "status": run_status,
     }[args.command]
     try:
         return handler(args)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from causeway.checkpoint.final import load_model_weights
+from causeway.checkpoint.final import barrier, load_model_weights
 from causeway.checkpoint.manager import Checkpointer
 from causeway.config import RunConfig, save_config
 from causeway.models.flops import count_parameters, flops_per_sequence
@@ -178,6 +178,9 @@ class Trainer:
         if self.env.is_main:
             write_stop_record(self.run_dir, step, reason)
             print(f"causeway: {reason} received: saved step {step}, exiting", flush=True)
+        # No rank exits before the record exists: under srun --kill-on-bad-exit the first
+        # exit ends the step, and the job script reads the record to decide on a requeue.
+        barrier()
         raise TrainingStopped(step, reason)
 
     def announce(self) -> None:
