@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a bare `torch` requirement could pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: setup quickstart test test-fast lint format bench clean
+.PHONY: setup quickstart test test-fast lint format bench cluster cluster-stop clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,13 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/model_step.py
+
+# The real one-host Slurm the launcher tests use (root; apt-installs slurm-wlm + munge).
+cluster:
+	bash slurm/local-cluster.sh start
+
+cluster-stop:
+	bash slurm/local-cluster.sh stop
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

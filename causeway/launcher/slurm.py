@@ -42,6 +42,15 @@ class SlurmJob:
     max_requeues: int = 3
     nccl_socket_ifname: str | None = None
 
+    def __post_init__(self) -> None:
+        least = {"--nodes": (self.nodes, 1), "--gpus-per-node": (self.gpus_per_node, 0),
+                 "--procs-per-node": (self.procs_per_node or 1, 1),
+                 "--signal-lead": (self.signal_lead, 0),
+                 "--max-requeues": (self.max_requeues, 0)}  # fmt: skip
+        for flag, (value, low) in least.items():
+            if value < low:
+                raise ConfigError(f"{flag} must be >= {low} (got {value})")
+
     @property
     def nproc_per_node(self) -> int:
         return self.gpus_per_node or self.procs_per_node or 1
@@ -90,7 +99,8 @@ def nccl_exports(job: SlurmJob) -> str:
     if not job.nccl_socket_ifname:
         return "# NCCL_SOCKET_IFNAME: unset (NCCL picks); --nccl-socket-ifname sets it"
     value = shlex.quote(job.nccl_socket_ifname)
-    return f"export NCCL_SOCKET_IFNAME=${{NCCL_SOCKET_IFNAME:-{value}}}"
+    # The flag wins over the submitting shell's value, which sbatch would pass on.
+    return f"export NCCL_SOCKET_IFNAME={value}"
 
 
 def container_options(job: SlurmJob, run_dir: Path) -> str:

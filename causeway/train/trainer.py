@@ -24,6 +24,7 @@ from causeway.train.metrics import MetricsLogger
 from causeway.train.optim import build_optimizer, build_scheduler
 from causeway.train.step import StepResult, evaluate, train_step
 from causeway.train.stop import StopSignals, TrainingStopped, signal_name, write_stop_record
+from causeway.train.wandb_sink import WandbSink
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -89,6 +90,9 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             record_attempt(self.run_dir, cfg, self.start_step, self.env.world_size)
             self.metrics = MetricsLogger(self.run_dir, cfg.train.steps, cfg.train.progress)
+        self.wandb = WandbSink.build(cfg, self.run_dir)  # None unless train.wandb.project
+        if self.wandb is not None:
+            self.hooks = [*self.hooks, self.wandb]
 
     def fit(self) -> list[dict]:
         """Run every step; returns the logged records (also in metrics.jsonl).
@@ -172,6 +176,8 @@ class Trainer:
         self.data.stream.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.close()
 
     def report_stop(self, step: int, signum: int) -> None:
         reason = signal_name(signum)

@@ -1,0 +1,79 @@
+"""A real Ray cluster on 127.0.0.1 for the launcher tests (`ray start`, then `ray stop`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.parallel.harness import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def ray_env() -> dict[str, str]:
+    # The cluster's processes (and a submitted job's driver) find this venv's python.
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}  # fmt: skip
+
+
+def require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI installs the ray extra: {err}")
+        pytest.skip(f"ray is not installed ({err}): pip install 'causeway[ray]'")
+
+
+def ray(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), *args], env=ray_env(), capture_output=True,
+                          text=True, check=check, timeout=180)  # fmt: skip
+
+
+class RayCluster:
+    def __init__(self, cpus: int) -> None:
+        self.port, self.dashboard_port = free_port(), free_port()
+        ray("start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+            "--num-cpus", str(cpus), "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(self.dashboard_port), "--object-store-memory", "80000000",
+            "--disable-usage-stats")  # fmt: skip
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def add_node(self, cpus: int) -> None:
+        ray("start", "--address", self.address, "--node-ip-address", "127.0.0.1",
+            "--num-cpus", str(cpus), "--object-store-memory", "80000000")  # fmt: skip
+
+    def stop(self) -> None:
+        ray("stop", "--force", check=False)
+
+
+def train_worker_pids() -> list[int]:
+    """PIDs of live Ray Train workers (their process title names the actor)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(
+                b"ray::RayTrainWorker"
+            ):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def newest_raylet_pid() -> int:
+    """The raylet of the node added last (the highest PID of the raylets)."""
+    out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True)
+    return max(int(pid) for pid in out.stdout.split())
+
+
+def kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
