@@ -14,19 +14,11 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import _init_optim_state
 
 from causeway.checkpoint.final import model_state
-
-WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")
-
-
-def clean_name(name: str) -> str:
-    """The single-device name of a parameter seen through checkpoint/compile wrappers."""
-    for prefix in WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
+from causeway.models.init import single_device_name
 
 
 def parameter_names(parts: list[nn.Module]) -> dict[int, str]:
-    return {id(p): clean_name(n) for part in parts for n, p in part.named_parameters()}
+    return {id(p): single_device_name(n) for part in parts for n, p in part.named_parameters()}
 
 
 def optimizer_state(parts: list[nn.Module], optimizer: torch.optim.Optimizer) -> dict:

@@ -31,12 +31,11 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "meta") -> nn.Mod
         return cls(cfg)
 
 
-def materialize(model: nn.Module, device: torch.device | str, seed: int | None = None) -> nn.Module:
-    """Allocate storage on `device` and initialise every parameter and buffer."""
+def materialize(model: nn.Module, device: torch.device | str, seed: int = 0) -> nn.Module:
+    """Allocate storage on `device` and initialise every parameter and buffer from `seed`
+    (the same weights as any parallel layout of the same seed)."""
     model.to_empty(device=device)
-    if seed is not None:
-        torch.manual_seed(seed)
-    model.init_weights()
+    model.init_weights(seed)
     return model
 
 

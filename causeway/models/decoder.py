@@ -13,7 +13,8 @@ from torch import nn
 
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
-from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
+from causeway.models.init import init_parameters, transformer_init
+from causeway.models.layers import Block, RMSNorm, RotaryTable
 from causeway.models.loss import LossSums, output_head
 from causeway.models.masks import self_attention_spec
 
@@ -72,21 +73,10 @@ class Decoder(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed.weight if self.output is None else self.output.weight
 
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise every parameter present; called after materialising from meta.
-
-        Depth scaling uses the configured depth, so a pipeline stage holding some of the
-        layers initialises them as the whole model would.
-        """
-        std = self.cfg.init_std
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, std=std)
-        out_std = depth_scaled_std(std, self.cfg.n_layers)
-        for layer in self.layers.values():
-            layer.init_weights(std, out_std)
-        if self.norm is not None:
-            self.norm.reset_parameters()
+    def init_weights(self, seed: int = 0) -> None:
+        """Initialise every parameter present from `seed` and its name (models/init.py);
+        called after materialising from meta. A pipeline stage or a shard draws what the
+        whole model would, and keeps its piece."""
+        std, depth = self.cfg.init_std, self.cfg.n_layers
+        init_parameters(self, seed, lambda name: transformer_init(name, std, depth))
         self.rope.reset_parameters()
-        if self.output is not None:
-            nn.init.normal_(self.output.weight, std=std)

@@ -12,7 +12,8 @@ from torch import nn
 
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
-from causeway.models.layers import Block, RMSNorm, RotaryTable, depth_scaled_std
+from causeway.models.init import Init, init_parameters, transformer_init
+from causeway.models.layers import Block, RMSNorm, RotaryTable
 from causeway.models.loss import LossSums, output_head
 from causeway.models.masks import MaskInputs, self_attention_spec
 
@@ -83,17 +84,14 @@ class EncoderDecoder(nn.Module):
     def output_weight(self) -> torch.Tensor:
         return self.embed.weight if self.output is None else self.output.weight
 
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        std = self.cfg.init_std
-        nn.init.normal_(self.embed.weight, std=std)
-        stacks = ((self.encoder_layers, self.cfg.encoder_layers), (self.layers, self.cfg.n_layers))
-        for stack, depth in stacks:
-            out_std = depth_scaled_std(std, depth)
-            for layer in stack.values():
-                layer.init_weights(std, out_std)
-        self.encoder_norm.reset_parameters()
-        self.norm.reset_parameters()
+    def init_weights(self, seed: int = 0) -> None:
+        """Every parameter from `seed` and its name (models/init.py); the output
+        projections are scaled by the depth of their own stack."""
+        std, cfg = self.cfg.init_std, self.cfg
+
+        def rule(name: str) -> Init:
+            depth = cfg.encoder_layers if name.startswith("encoder_layers.") else cfg.n_layers
+            return transformer_init(name, std, depth)
+
+        init_parameters(self, seed, rule)
         self.rope.reset_parameters()
-        if self.output is not None:
-            nn.init.normal_(self.output.weight, std=std)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,22 +81,3 @@ class Block(nn.Module):
             h = self.cross_attention(self.cross_norm(x), cross_mask, None, memory=memory)
             x = x + self.dropout(h)
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
-
-    def init_weights(self, std: float, out_std: float) -> None:
-        """Normal(std) inputs; output projections scaled down with depth (GPT-2/OLMo)."""
-        for attn in (self.attention, self.cross_attention):
-            if attn is None:
-                continue
-            for linear in (attn.wq, attn.wk, attn.wv):
-                nn.init.trunc_normal_(linear.weight, std=std, a=-3 * std, b=3 * std)
-            nn.init.trunc_normal_(attn.wo.weight, std=out_std, a=-3 * out_std, b=3 * out_std)
-        for linear in (self.mlp.w1, self.mlp.w3):
-            nn.init.trunc_normal_(linear.weight, std=std, a=-3 * std, b=3 * std)
-        nn.init.trunc_normal_(self.mlp.w2.weight, std=out_std, a=-3 * out_std, b=3 * out_std)
-        for norm in (self.attention_norm, self.cross_norm, self.mlp_norm):
-            if norm is not None:
-                norm.reset_parameters()
-
-
-def depth_scaled_std(std: float, n_layers: int) -> float:
-    return std / math.sqrt(2 * n_layers)

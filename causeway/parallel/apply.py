@@ -91,7 +91,7 @@ def parallelize(
     for part in pm.parts:
         apply_layout(part, cfg, dims, mesh, device)
         part.to_empty(device=device)
-        part.init_weights()
+        part.init_weights(cfg.train.seed)  # the same weights under every layout
     if dims.pp > 1:
         finish_pipeline(pm, cfg, device)
     return pm

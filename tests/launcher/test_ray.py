@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -140,3 +141,17 @@ def test_bad_input_is_one_line_and_starts_nothing(cluster, builtin_dir, tmp_path
         assert result.returncode == 2, (flags, result.stderr[-2000:])
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "r").exists()
+
+
+def test_without_ray_the_error_names_the_extra(tmp_path):
+    # An importable `ray` that fails as a missing one does: the interpreter's own ray is
+    # installed in CI, so absence is made by shadowing it first on the path.
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "__init__.py").write_text('raise ImportError("No module named ray")\n')
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "causeway", "launch", "ray", "tiny-cd-flm", "--address",
+               "127.0.0.1:1", "--workers", "1", "--run-dir", str(tmp_path / "r")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert "pip install 'causeway[ray]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
