@@ -124,9 +124,11 @@ def check_data(config: RunConfig) -> None:
         longest = d.seq_len
     if longest > m.max_seq_len:
         raise ConfigError(f"sequence length {longest} exceeds model.max_seq_len {m.max_seq_len}")
+    if d.batch_size <= 0:
+        raise ConfigError(f"data.batch_size must be positive, got {d.batch_size}")
     if d.micro_batch_size is None:
-        d.micro_batch_size = d.batch_size
-    if d.batch_size <= 0 or d.micro_batch_size <= 0 or d.batch_size % d.micro_batch_size:
+        return  # each data-parallel rank's share, once the layout is known (ParallelDims)
+    if d.micro_batch_size <= 0 or d.batch_size % d.micro_batch_size:
         raise ConfigError(
             f"data.batch_size ({d.batch_size}) must be a positive multiple of "
             f"data.micro_batch_size ({d.micro_batch_size})"

@@ -71,8 +71,9 @@ class DataConfig:
     # Encoder-decoder: encoder and decoder row lengths (targets derived when None).
     inputs_length: int | None = None
     targets_length: int | None = None
-    # Global batch in packed sequences, and the slice run per forward/backward;
-    # gradient accumulation = batch_size / micro_batch_size.
+    # Global batch in packed sequences, and the rows each data-parallel rank runs per
+    # forward/backward. Unset, it is each rank's share (batch_size / data-parallel size:
+    # no accumulation), resolved with the layout; set it lower to accumulate gradients.
     batch_size: int = 16
     micro_batch_size: int | None = None
     num_workers: int = 0

@@ -8,6 +8,7 @@ newest committed checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import socket
@@ -27,7 +28,9 @@ def resolve_run(
     """The checked config (with its layout checked against `world_size`) and run dir."""
     sets = [*overrides, f"launch.launcher={launcher}", "checkpoint.resume=auto"]
     cfg = load_config(recipe, sets)
-    ParallelDims.from_config(cfg, world_size)
+    # On a copy: an unset micro-batch stays unset in the frozen recipe, to be resolved
+    # for whatever world size a restart gets (Ray may continue on fewer workers).
+    ParallelDims.from_config(copy.deepcopy(cfg), world_size)
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name).resolve()
     cfg.run_dir = str(run_dir)
     return cfg, run_dir

@@ -15,6 +15,7 @@ Everything that can be checked is checked before anything starts, each as one li
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shlex
@@ -69,7 +70,7 @@ def plan_run(
     cfg.run_dir = str(run_dir)
     for size in range(min_workers or workers, workers):
         try:
-            ParallelDims.from_config(cfg, size)
+            ParallelDims.from_config(copy.deepcopy(cfg), size)
         except ConfigError as err:
             sizes = f"{min_workers}..{workers}"
             raise ConfigError(

@@ -61,6 +61,13 @@ class ParallelDims:
             raise ConfigError(
                 f"model.n_layers ({m.n_layers}) is not divisible by pp x virtual_stages = {stages}"
             )
+        if d.micro_batch_size is None:  # unset: each rank's whole share, no accumulation
+            if d.batch_size % self.dp:
+                raise ConfigError(
+                    f"data.batch_size ({d.batch_size}) is not divisible by data-parallel "
+                    f"size {self.dp}"
+                )
+            d.micro_batch_size = d.batch_size // self.dp
         per_step = self.dp * d.micro_batch_size
         if d.batch_size % per_step:
             raise ConfigError(

@@ -4,6 +4,7 @@ import pytest
 
 from causeway.config import ConfigError, RunConfig, dump_yaml, find_recipe, load_config
 from causeway.config.loading import CONFIG_DIR
+from causeway.parallel.dims import ParallelDims
 
 RECIPES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -84,7 +85,12 @@ def test_defaults_resolve_visibility_and_micro_batch():
     cfg = load_config()
     assert isinstance(cfg, RunConfig)
     assert cfg.model.visibility == "causal"
+    assert cfg.data.micro_batch_size is None  # each data-parallel rank's share
+    ParallelDims.from_config(cfg, 1)
     assert cfg.data.micro_batch_size == cfg.data.batch_size
+    two = load_config(None, ["parallel.dp_shard=2"])
+    ParallelDims.from_config(two, 2)
+    assert two.data.micro_batch_size == two.data.batch_size // 2
     ed = load_config(None, ["model.arch=encoder_decoder", "objective.name=prefix_lm"])
     assert ed.model.visibility == "prefix"
     assert ed.data.targets_length == ed.data.inputs_length == ed.data.seq_len

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from causeway.config import ConfigError, load_config
+from causeway.config.loading import CONFIG_DIR
 from causeway.parallel.dims import ParallelDims
 from tests.parallel.conftest import TINY
 from tests.parallel.harness import run_distributed
@@ -58,3 +59,17 @@ def test_encoder_decoder_pipeline_is_refused():
     cfg = load_config("tiny-ed-mlm", [*TINY, "data.inputs_length=64", "parallel.pp=2"])
     with pytest.raises(ConfigError, match="pipeline parallelism is not supported for arch"):
         ParallelDims.from_config(cfg, 2)
+
+
+# The paper recipes set their micro-batch (they accumulate); every other recipe leaves it.
+UNSET_MICRO = sorted(
+    p.stem for p in CONFIG_DIR.glob("*.yaml") if "micro_batch_size" not in p.read_text()
+)
+
+
+@pytest.mark.parametrize("recipe", UNSET_MICRO)
+def test_unset_micro_batch_is_each_data_parallel_ranks_share(recipe):
+    """Adding data parallelism to a recipe needs no other change: no accumulation."""
+    cfg = load_config(recipe, ["parallel.dp_shard=2", "parallel.tp=1", "parallel.pp=1"])
+    ParallelDims.from_config(cfg, 2)
+    assert cfg.data.micro_batch_size == cfg.data.batch_size // 2
