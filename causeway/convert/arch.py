@@ -24,20 +24,11 @@ from causeway.config.checks import check_config
 from causeway.convert.checkpoints import (
     checkpoint_config,
     checkpoint_meta,
+    fresh_output,
     load_checkpoint_model,
     resolve_checkpoint,
 )
 from causeway.models import build_model, materialize
-
-
-def fresh_output(out: Path, source: Path) -> Path:
-    out = Path(out).resolve()
-    source = source.resolve()
-    if out == source or source in out.parents or out in source.parents:
-        raise ValueError(f"--out {out} overlaps the source checkpoint {source}; choose another")
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--out {out} exists and is not empty; conversions never overwrite")
-    return out
 
 
 def provenance(source: Path, conversion: str) -> list[dict]:

@@ -104,3 +104,14 @@ def consolidate(checkpoint: str | Path, out_file: str | Path, allow_partial=Fals
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file), metadata={"source": str(source)})
     return out_file
+
+
+def fresh_output(out: Path, source: Path) -> Path:
+    """`out` resolved, refused when it overlaps `source` or holds anything: conversions
+    never overwrite."""
+    out, source = Path(out).resolve(), Path(source).resolve()
+    if out == source or source in out.parents or out in source.parents:
+        raise ValueError(f"output {out} overlaps the source {source}; choose another")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"output {out} exists and is not empty; conversions never overwrite")
+    return out

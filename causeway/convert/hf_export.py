@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from causeway.config import ModelConfig, RunConfig
+from causeway.convert.checkpoints import fresh_output
 
 LAYER_NAMES = {
     "attention.wq.weight": "self_attn.q_proj.weight",
@@ -138,15 +139,6 @@ def write_tokenizer(tokenizer: Path, tokens: dict[str, int], out: Path) -> None:
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def fresh_dir(out_dir: Path, source: Path) -> Path:
-    out_dir, source = Path(out_dir).resolve(), Path(source).resolve()
-    if out_dir == source or source in out_dir.parents or out_dir in source.parents:
-        raise ValueError(f"output {out_dir} overlaps the source {source}; choose another")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ValueError(f"output {out_dir} exists and is not empty; conversions never overwrite")
-    return out_dir
-
-
 def export_hf(checkpoint: Path, out_dir: Path, allow_partial: bool = False) -> Path:
     """Write a committed causeway decoder checkpoint as a HF Llama checkpoint in `out_dir`.
 
@@ -161,7 +153,7 @@ def export_hf(checkpoint: Path, out_dir: Path, allow_partial: bool = False) -> P
     )
 
     source = resolve_checkpoint(checkpoint, allow_partial)
-    out_dir = fresh_dir(out_dir, source)
+    out_dir = fresh_output(out_dir, source)
     cfg = checkpoint_config(source)
     check_exportable(cfg.model)
     model = load_checkpoint_model(source, allow_partial)

@@ -11,7 +11,8 @@ import torch
 
 from causeway.config import ModelConfig, RunConfig, load_config
 from causeway.config.checks import check_config
-from causeway.convert.hf_export import CONFIG, INDEX, WEIGHTS, causeway_names, fresh_dir
+from causeway.convert.checkpoints import fresh_output
+from causeway.convert.hf_export import CONFIG, INDEX, WEIGHTS, causeway_names
 
 # With no base recipe, an objective that the imported visibility allows.
 DEFAULT_OBJECTIVE = {"causal": "full_lm", "prefix": "prefix_lm", "bidirectional": "masked_lm"}
@@ -126,7 +127,7 @@ def import_hf(hf_dir: Path, out: Path, base_recipe: str | None = None) -> Path:
     from causeway.models import build_model, materialize
 
     hf_dir = Path(hf_dir)
-    out = fresh_dir(out, hf_dir)
+    out = fresh_output(out, hf_dir)
     config = read_hf_config(hf_dir)
     cfg = load_config(base_recipe) if base_recipe else RunConfig()
     cfg = copy.deepcopy(cfg)

@@ -1,9 +1,10 @@
 """From the data section of a run config to train and validation batch streams.
 
-The train stream is a `DataStream` (deterministic, resumable, split across the data-parallel
-ranks): the trainer calls `next(data.train)` each step, saves `data.stream.global_state_dict()`
-(or `state_dict()` per rank) with its checkpoint, restores it with `load_state_dict`, and logs
-`data.stream.metrics()`.
+The train stream is a `DataStream` (deterministic, resumable): the trainer calls
+`next(data.train)` each step, saves `data.stream.state_dict()` with its checkpoint, restores
+it with `load_state_dict`, and logs `data.stream.metrics()`. Every rank builds the same
+stream of global batches (world size 1) and takes its data-parallel rows of each, so the
+saved state is the same on every rank.
 """
 
 from __future__ import annotations
