@@ -175,9 +175,9 @@ def test_encoder_decoder_init_is_depth_scaled_per_stack():
 
 
 def test_depth_scaled_init_uses_the_configured_depth_on_a_pipeline_stage():
-    """DESIGN.md: build on meta, split for the pipeline (a stage drops the layers it does not
-    own from the ModuleDict), then materialise and initialise. A stage's output
-    projections must get init_std / sqrt(2 * n_layers) of the whole model, as on one
+    """As parallel/apply.py does: build on meta, split for the pipeline (a stage drops
+    the layers it does not own from the ModuleDict), then materialise and initialise. A
+    stage's output projections must get init_std / sqrt(2 * n_layers) of the whole model, as on one
     device, not a std computed from the number of layers the stage happens to hold."""
     cfg = tiny_config(vocab_size=256, d_model=128, n_layers=8, n_heads=4, d_ff=256, init_std=0.02)
     stage = build_model(cfg)

@@ -1,4 +1,4 @@
-"""The paper recipes build the sizes that PAPER.md states (4.8B decoders, 11.0B ED)."""
+"""The paper recipes build the sizes that Wang et al. 2022 state (4.8B decoders, 11.0B ED)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_paper_recipe_parameter_count(path):
     assert all(p.is_meta for p in model.parameters())
     count = count_parameters(model)
     assert count == closed_form_parameters(cfg)
-    # PAPER.md: 24 layers, d_model 4096, 64 heads x 64, d_ff 10240, gated GELU, tied,
+    # The paper: 24 layers, d_model 4096, 64 heads x 64, d_ff 10240, gated GELU, tied,
     # vocabulary 32128.
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.dim_per_head, cfg.d_ff) == (
         24, 4096, 64, 64, 10240,
@@ -59,7 +59,7 @@ def test_paper_recipe_parameter_count(path):
 
 
 def test_paper_decoder_breakdown_matches_paper_md():
-    """PAPER.md: about 4.8B = 24 x 193M + 0.13B embedding."""
+    """The paper: about 4.8B = 24 x 193M + 0.13B embedding."""
     cfg = load_config(str(CONFIGS / "paper-4.8b-cd-flm.yaml")).model
     model = build_model(cfg)
     layer = sum(p.numel() for p in model.layers["0"].parameters())
