@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import fsync_tree, load_model_weights, save_final
+from causeway.checkpoint.commit import fsync_tree, save_final
+from causeway.checkpoint.weights import load_model_weights
 from causeway.config import load_config
 from causeway.convert.hf import export_hf
 from causeway.models import build_model, materialize

@@ -78,7 +78,7 @@ def raw_tarfile(data_dir: Path) -> int:
 
 
 def one_pass(data_dir: Path, objective: str, arch: str, seq_len: int, batch: int) -> int:
-    stream = DataStream(data_dir, "train", objective, arch, seq_len, batch, lanes=1, loop=False)
+    stream = DataStream(data_dir, "train", objective, arch, seq_len, batch, loop=False)
     for _ in stream:
         pass
     return int(stream.metrics()[f"data/tokens/{data_dir.name}"])

@@ -46,7 +46,7 @@ def synthetic_batch(cfg) -> dict[str, torch.Tensor]:
 def step_times(overrides: list[str], steps: int, warmup: int) -> list[float]:
     from causeway.train.distributed import init_distributed
     from causeway.train.optim import build_optimizer
-    from causeway.train.step import train_step
+    from causeway.train.step import StepSettings, train_step
     from causeway.train.trainer import build_parallel_model
 
     cfg = load_config("tiny-cd-flm", [*SHAPE, *overrides])
@@ -54,13 +54,11 @@ def step_times(overrides: list[str], steps: int, warmup: int) -> list[float]:
     pm = build_parallel_model(cfg, env)
     optimizer = build_optimizer(cfg.optimizer, list(pm.parameters()))
     batch = synthetic_batch(cfg)
+    settings = StepSettings("decoder", cfg.data.micro_batch_size, 0.0, 1.0, "fp32", env.device)
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        train_step(
-            pm, optimizer, batch, arch="decoder", micro_batch_size=cfg.data.micro_batch_size,
-            z_loss=0.0, grad_clip=1.0, precision="fp32", device=env.device,
-        )  # fmt: skip
+        train_step(pm, optimizer, batch, settings)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times

@@ -3,7 +3,7 @@
     causeway train [RECIPE] [--run-dir DIR] [--set section.key=value ...]
     causeway config show RECIPE [--set ...]
     causeway data prepare --source builtin --out DIR
-    causeway data prepare --input FILE [FILE ...] --tokenizer tokenizer.json --out DIR
+    causeway data prepare --input FILE|DIR|GLOB [...] --tokenizer tokenizer.json --out DIR
     causeway data inspect DIR [--samples 3] [--verify] [--split train]
     causeway plan RECIPE --gpus N [--gpu h100|h200|a100] [--set ...] [--json]
     causeway convert arch CKPT --visibility V [--objective O] --out DIR
@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser("prepare", help="tokenize text into webdataset shards")
     prepare.add_argument("--source", choices=["builtin", "files"], default=None)
-    prepare.add_argument("--input", nargs="+", type=Path, help=".jsonl, .txt or .parquet files")
+    prepare.add_argument(
+        "--input", nargs="+",
+        help="files (.jsonl/.json, also .gz or .zst compressed; .txt, .parquet, webdataset "
+        ".tar), directories, globs ('data/*.jsonl.gz') or brace ranges ('c4.{00000..01023}"
+        ".json.gz')",
+    )  # fmt: skip
     prepare.add_argument("--tokenizer", type=Path, help="a Hugging Face tokenizer.json")
     prepare.add_argument("--text-field", default="text")
     prepare.add_argument(
@@ -78,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     prepare.add_argument("--val-fraction", type=float, default=None)
     prepare.add_argument("--vocab-size", type=int, default=4096, help="builtin BPE size")
-    prepare.add_argument("--val-files", nargs="+", type=Path, help="held-out input files")
+    prepare.add_argument("--val-files", nargs="+", help="held-out inputs, as --input")
+    prepare.add_argument(
+        "--max-bad", type=int, default=None, metavar="N",
+        help="fail once more than N malformed lines or members were skipped (default: skip and "
+        "count them all)",
+    )  # fmt: skip
     prepare.add_argument("--shard-size", default="256MiB", help="target shard size")
     prepare.add_argument("--num-proc", type=int, default=None, help="parallel processes")
     prepare.add_argument("--seed", type=int, default=0)
@@ -214,7 +224,9 @@ def run_convert(args) -> int:
 
         out = import_hf(Path(args.checkpoint), Path(args.out), args.recipe)
     elif command == "inspect":
-        found = checkpoints.resolve_checkpoint(args.checkpoint, args.allow_partial)
+        from causeway.checkpoint.discovery import resolve_checkpoint
+
+        found = resolve_checkpoint(args.checkpoint, args.allow_partial)
         print(json.dumps(checkpoints.describe(found), indent=2))
         return 0
     else:
@@ -245,7 +257,7 @@ def run_config_show(args) -> int:
 
 
 def run_plan(args) -> int:
-    from causeway.parallel.plan import main_plan
+    from causeway.plan.report import main_plan
 
     return main_plan(args.recipe, args.gpus, args.gpu, args.overrides, args.json)
 
@@ -260,6 +272,7 @@ def run_data(args) -> int:
 
 
 def run_data_prepare(args) -> int:
+    from causeway.data_pipeline.index import read_index
     from causeway.data_pipeline.prepare import parse_size, prepare_builtin, prepare_files
 
     source = args.source or ("files" if args.input else "builtin")
@@ -277,8 +290,11 @@ def run_data_prepare(args) -> int:
             args.input, args.tokenizer, args.out, text_field=args.text_field,
             val_fraction=args.val_fraction or 0.0, val_files=args.val_files, seed=args.seed,
             pair_fields=tuple(args.pair_fields) if args.pair_fields else None,
-            shard_bytes=shard_bytes, num_proc=args.num_proc,
+            shard_bytes=shard_bytes, num_proc=args.num_proc, max_bad=args.max_bad,
         )  # fmt: skip
+        bad = read_index(out).get("bad_inputs", 0)
+        if bad:
+            print(f"causeway: skipped {bad} bad input records (logged above)", file=sys.stderr)
     print(f"causeway: prepared {out}")
     return 0
 

@@ -9,7 +9,6 @@ newest committed checkpoint and names the partial ones it skips.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from concurrent.futures import Future
 from pathlib import Path
@@ -18,42 +17,16 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-from causeway.checkpoint.final import (
+from causeway.checkpoint.commit import (
     is_committed,
-    is_main,
     mark_committed,
-    quiet_single_process,
     start_checkpoint,
     write_checkpoint,
 )
+from causeway.checkpoint.discovery import newest_committed, resolve_checkpoint, step_dirs
+from causeway.checkpoint.ranks import is_main, quiet_single_process
 from causeway.checkpoint.training_state import check_compatible, training_state
 from causeway.config import RunConfig
-
-log = logging.getLogger("causeway.checkpoint")
-
-
-def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        if path.name.startswith("step_") and path.name[5:].isdigit():
-            found.append((int(path.name[5:]), path))
-    return sorted(found)
-
-
-def newest_committed(run_dir: Path) -> Path | None:
-    """The newest committed checkpoint; partial ones newer than it are named in a warning."""
-    chosen, skipped = None, []
-    for _, path in reversed(step_dirs(run_dir)):
-        if is_committed(path):
-            chosen = path
-            break
-        skipped.append(path.name)
-    if skipped:
-        log.warning("resume: ignoring partial checkpoints %s in %s", ", ".join(skipped), run_dir)
-    return chosen
 
 
 class Checkpointer:
@@ -64,7 +37,9 @@ class Checkpointer:
         self.committed: list[tuple[int, Path]] = []  # since the last take_committed()
 
     def state(self, step: int) -> dict:
-        data = self.stream.state_dict() if self.stream is not None else None
+        # Every rank's readers (a gather over data-parallel ranks): any layout can resume it.
+        stream, group = self.stream, self.pm.group("dp")
+        data = stream.global_state_dict(group) if stream is not None else None
         return training_state(self.pm.parts, self.optimizer, step, data)
 
     def save(self, step: int) -> Path:
@@ -123,8 +98,6 @@ class Checkpointer:
             if source is None:
                 return 0
         else:
-            from causeway.convert.checkpoints import resolve_checkpoint
-
             source = resolve_checkpoint(choice)
         return self.load(source)
 

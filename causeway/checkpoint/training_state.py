@@ -11,10 +11,17 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-from torch.distributed.checkpoint.state_dict import _init_optim_state
+from torch.distributed.checkpoint.state_dict import _init_optim_state, get_model_state_dict
 
-from causeway.checkpoint.final import model_state
 from causeway.models.init import single_device_name
+
+
+def model_state(parts: list[nn.Module]) -> dict:
+    """The union of the parts' state dicts, keyed by single-device names."""
+    state = {}
+    for part in parts:
+        state.update(get_model_state_dict(part))
+    return state
 
 
 def parameter_names(parts: list[nn.Module]) -> dict[int, str]:

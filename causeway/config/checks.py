@@ -105,10 +105,12 @@ def check_objective(config: RunConfig) -> None:
 
 def check_data(config: RunConfig) -> None:
     d, m = config.data, config.model
-    if d.num_workers < 0 or d.lanes < 1 or (d.num_workers and d.lanes % d.num_workers):
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers ({d.num_workers}) must be >= 0")
+    if d.readers is not None and (d.readers < 1 or d.batch_size % d.readers):
         raise ConfigError(
-            f"data.num_workers ({d.num_workers}) must divide data.lanes ({d.lanes}), "
-            "which must be >= 1"
+            f"data.readers ({d.readers}) must divide data.batch_size ({d.batch_size}), so "
+            "that every reader gives the same number of rows"
         )
     if d.source == "path" and not d.path and not d.mixture:
         raise ConfigError("data.source 'path' needs data.path (a prepared dataset directory)")

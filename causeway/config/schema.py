@@ -80,8 +80,10 @@ class DataConfig:
     seed: int = 0
     # Several datasets sampled by weight; when given, used instead of source/path.
     mixture: list[MixtureEntry] = field(default_factory=list)
-    # Readers per stream; num_workers must divide it.
-    lanes: int = 4
+    # Readers of the train stream: each gives batch_size / readers rows of every batch and the
+    # data-parallel ranks split them, so the data order does not depend on the layout. Unset:
+    # the largest divisor of batch_size up to 64. Must be a multiple of the data-parallel size.
+    readers: int | None = None
     prefetch_factor: int = 2
     verify_sha256: bool = True
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import COMMIT_MARKER, mark_committed, save_final
+from causeway.checkpoint.commit import COMMIT_MARKER, mark_committed, save_final
+from causeway.checkpoint.discovery import resolve_checkpoint
 from causeway.config import RunConfig
 from causeway.config.checks import check_config
 from causeway.convert.checkpoints import (
@@ -26,7 +27,6 @@ from causeway.convert.checkpoints import (
     checkpoint_meta,
     fresh_output,
     load_checkpoint_model,
-    resolve_checkpoint,
 )
 from causeway.models import build_model, materialize
 

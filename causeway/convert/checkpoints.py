@@ -1,40 +1,17 @@
-"""Finding, reading and describing checkpoints for the convert commands."""
+"""Reading, describing and writing checkpoints for the convert commands (finding them is
+`causeway.checkpoint.discovery`)."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
-from causeway.checkpoint.final import COMMIT_MARKER, is_committed
+from causeway.checkpoint.commit import is_committed
+from causeway.checkpoint.discovery import resolve_checkpoint
 from causeway.checkpoint.training_state import tensor_table
 from causeway.config import RunConfig, load_config
-
-STEP_DIR = re.compile(r"step_(\d+)$")
-
-
-def resolve_checkpoint(path: str | Path, allow_partial: bool = False) -> Path:
-    """A checkpoint directory, or a run directory meaning its newest committed checkpoint."""
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        steps = sorted(
-            (int(m.group(1)), p)
-            for p in (path / "checkpoints").iterdir()
-            if (m := STEP_DIR.search(p.name))
-        )
-        committed = [p for _, p in steps if is_committed(p)]
-        if not committed:
-            raise ValueError(f"{path} has no committed checkpoint under checkpoints/")
-        return committed[-1]
-    if not (path / ".metadata").is_file():
-        raise ValueError(f"{path} is neither a checkpoint nor a run directory")
-    if not is_committed(path) and not allow_partial:
-        raise ValueError(
-            f"{path} is partial (no {COMMIT_MARKER} marker); pass --allow-partial to use it anyway"
-        )
-    return path
 
 
 def checkpoint_config(checkpoint: Path) -> RunConfig:
@@ -82,7 +59,7 @@ def describe(checkpoint: Path) -> dict:
 def load_checkpoint_model(checkpoint: Path, allow_partial: bool = False):
     """The checkpoint's model on the CPU, without spending time on a random init that the
     weights would overwrite (only the RoPE tables, which are not stored, are computed)."""
-    from causeway.checkpoint.final import load_model_weights
+    from causeway.checkpoint.weights import load_model_weights
     from causeway.models import build_model
 
     model = build_model(checkpoint_config(checkpoint).model, "meta").to_empty(device="cpu")

@@ -123,7 +123,7 @@ def import_hf(hf_dir: Path, out: Path, base_recipe: str | None = None) -> Path:
     recipe's. Refuses what causeway lacks (biases, rope scaling, non-silu MLPs).
     Returns the checkpoint directory.
     """
-    from causeway.checkpoint.final import save_final
+    from causeway.checkpoint.commit import save_final
     from causeway.models import build_model, materialize
 
     hf_dir = Path(hf_dir)

@@ -9,8 +9,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from causeway.data_pipeline.block_ops import offsets, ranges, run_ids, within
-from causeway.data_pipeline.doc_reader import DocBlock
 from causeway.data_pipeline.hash_random import combine, key_of
+
+Event = tuple[int, str]  # (sample index, counter name)
+
+
+@dataclass
+class DocBlock:
+    """Consecutive documents of one piece. `tokens` holds them back to back; for pair data each
+    document is its inputs followed by its targets and `input_lengths` says where they meet."""
+
+    source: int
+    epoch: int
+    shard: int
+    piece_stop: int
+    samples: np.ndarray
+    tokens: np.ndarray
+    lengths: np.ndarray
+    input_lengths: np.ndarray | None
+    first_chunk: int
+    next_sample: int
+    piece_done: bool
+    events: list[Event] = field(default_factory=list)
 
 
 @dataclass

@@ -4,7 +4,7 @@ document or token).
 Semantics are those of `objectives.py` (same lengths, loss masks, prefixes, chunking and
 truncation rules, checked against it in tests); only the source of randomness differs: every
 random choice is hashed from (seed, source, epoch, shard, sample, chunk) so that an example
-is the same however the data is split among ranks, lanes and workers and wherever a run resumes.
+is the same however the data is split among ranks, readers and workers and wherever a run resumes.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from causeway.data_pipeline.block_examples import (
+    DocBlock,
     Examples,
     chunk_block,
     decoder_from_pairs,
     position_keys,
 )
 from causeway.data_pipeline.block_ops import offsets, take_runs, within
-from causeway.data_pipeline.doc_reader import DocBlock
 from causeway.data_pipeline.hash_random import below, combine, uniform
 from causeway.data_pipeline.objectives import Objective, make_objective
 from causeway.data_pipeline.span_block import span_corrupt_block

@@ -1,6 +1,6 @@
 """Counter-based random numbers: every random choice is a pure function of what it is about.
 
-The streaming reader must give bit-identical batches however the work is split (ranks, lanes,
+The streaming reader must give bit-identical batches however the work is split (ranks, readers,
 DataLoader workers) and wherever a run is resumed. A stateful generator would have to be saved
 and would depend on the order in which documents were processed; instead each draw is the
 splitmix64 hash of a key built from (seed, source, epoch, shard, sample, chunk, purpose,

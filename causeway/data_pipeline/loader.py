@@ -16,7 +16,7 @@ from causeway.data_pipeline.index import read_index
 from causeway.data_pipeline.objectives import Objective, chunk_document
 from causeway.data_pipeline.packing import Batch, pack_decoder, pack_seq2seq
 from causeway.data_pipeline.reader import iter_documents, iter_pairs
-from causeway.data_pipeline.stream import DataStream
+from causeway.data_pipeline.stream.stream import DataStream
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 
@@ -71,7 +71,7 @@ def batch_iterator(
                 batch_size,
                 tokenizer=tokenizer,
                 seed=seed,
-                lanes=1,
+                readers=1,
                 loop=loop,
                 inputs_length=inputs_length,
                 targets_length=targets_length,

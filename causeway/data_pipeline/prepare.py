@@ -1,18 +1,21 @@
 """`causeway data prepare`: text -> token shards + tokenizer.json + index.json.
 
-Input files are prepared in parallel processes, one input file per unit of work
-(`prepare_units.py`); each process tokenizes with the tokenizer's batch encoding and writes
-shards of about `shard_bytes` (default 256 MiB). Documents get EOS appended and are assigned to
-train or val by a seeded draw per document, so the split is deterministic and needs no second
-pass. index.json is removed first and written last: an interrupted prepare leaves a directory
-that every reader recognises as incomplete, and re-running it skips the shards it finished
-(`prepare_progress.py`).
+Inputs (files, directories, globs, brace patterns; JSON lines plain or gzip/zstd compressed,
+text, parquet, webdataset tars: `text_sources.py`) are prepared in parallel processes, one
+input file per unit of work (`prepare_units.py`); each process tokenizes with the tokenizer's
+batch encoding and writes shards of about `shard_bytes` (default 256 MiB). Documents get EOS
+appended and are assigned to train or val by a seeded draw per document, so the split is
+deterministic and needs no second pass. Bad records are skipped and counted ("bad_inputs"
+in index.json) up to `max_bad`. index.json is removed first and written last: an
+interrupted prepare leaves a directory that every reader recognises as incomplete, and
+re-running it skips the shards it finished (`prepare_progress.py`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,16 +30,19 @@ from causeway.data_pipeline.prepare_progress import open_progress, read_json, wr
 from causeway.data_pipeline.prepare_units import (
     ENCODE_BATCH,
     SPLITS,
+    BadInputs,
     Unit,
     UnitSettings,
     count_documents,
     run_units,
 )
 from causeway.data_pipeline.shards import DEFAULT_SHARD_BYTES, SplitWriter, dtype_name, token_dtype
+from causeway.data_pipeline.text_sources import check_input, expand_inputs
 from causeway.data_pipeline.tokenizer import DEFAULT_NUM_SENTINELS, Tokenizer, train_bpe
 
 TOKENIZER_NAME = "tokenizer.json"
 LOCK_NAME = ".prepare.lock"
+logger = logging.getLogger("causeway.data")
 __all__ = [
     "DEFAULT_SHARD_BYTES",
     "ENCODE_BATCH",
@@ -172,45 +178,64 @@ def prepare_files(
     num_sentinels: int = DEFAULT_NUM_SENTINELS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     num_proc: int | None = None,
+    max_bad: int | None = 0,
 ) -> Path:
-    """Tokenize .jsonl / .txt / .parquet files with an existing tokenizer.json into shards.
+    """Tokenize input files with an existing tokenizer.json into shards.
 
+    `files` and `val_files` are files, directories, globs or brace patterns (`expand_inputs`)
+    of JSON lines (`.jsonl`, `.json`, gzip or zstd compressed: `.jsonl.gz`, `.json.gz`,
+    `.jsonl.zst`, ...), `.txt`, `.parquet` or webdataset `.tar` files (`text_sources`).
     Validation data comes either from `val_files` or from a seeded `val_fraction` of the
     documents of `files`, not both. With `pair_fields=("inputs", "targets")` each record is an
     mtf pair (jsonl/parquet only); EOS is appended to the targets. Empty texts are skipped.
     The tokenizer is saved into `out_dir` with any reserved tokens it lacked added. Files are
     prepared in `num_proc` processes (default: one per CPU, at most one per file); re-running
     after an interruption with the same arguments keeps the shards already finished.
+
+    A bad record (invalid JSON or UTF-8, a missing or non-string field; `text_sources`) is
+    logged with its file and line (or member), skipped and counted: index.json's
+    "bad_inputs". Once more than `max_bad` were seen preparation fails naming the last one;
+    None allows any number. The default, 0, keeps this function strict (every bad record is
+    an error); the CLI's `--max-bad` defaults to no limit.
     """
     if val_files and val_fraction:
         raise ValueError("give either val_files or val_fraction, not both")
     if not files:
         raise ValueError("prepare_files needs at least one input file")
+    if max_bad is not None and max_bad < 0:
+        raise ValueError(f"max_bad must be >= 0 or None (no limit), got {max_bad}")
     _check_fraction(val_fraction)
-    inputs = [*files, *(val_files or [])]
+    train_files = expand_inputs(files)
+    inputs = [*train_files, *expand_inputs(val_files or [])]
+    fields = tuple(pair_fields) if pair_fields else (text_field,)
     for path in inputs:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"input file not found: {path}")
+        check_input(path, fields)
     tokenizer = Tokenizer.from_file(tokenizer_path, num_sentinels=num_sentinels)
     out_dir = _start(out_dir)
     tokenizer.save(out_dir / TOKENIZER_NAME)
-    fields = tuple(pair_fields) if pair_fields else (text_field,)
     dtype = token_dtype(tokenizer.vocab_size)
     paths = [str(Path(p).resolve()) for p in inputs]
-    settings = _settings(paths, len(files), out_dir, fields, val_fraction, seed, shard_bytes,
+    num_train = len(train_files)
+    settings = _settings(paths, num_train, out_dir, fields, val_fraction, seed, shard_bytes,
                          docs_per_shard, num_sentinels)  # fmt: skip
     progress = open_progress(out_dir, settings)
     num_proc = max(1, min(num_proc or os.cpu_count() or 1, len(paths)))
-    counts = _counts(progress, paths, fields)
+    counts, counted_now = _counts(progress, paths, fields, max_bad)
     firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
-    units = [Unit(i, p, firsts[i], i >= len(files)) for i, p in enumerate(paths)]
+    units = [Unit(i, p, firsts[i], i >= num_train) for i, p in enumerate(paths)]
     unit_settings = UnitSettings(
         str(out_dir), str(progress), str(out_dir / TOKENIZER_NAME), num_sentinels, fields,
-        dtype_name(dtype), shard_bytes, docs_per_shard, val_fraction, seed,
+        dtype_name(dtype), shard_bytes, docs_per_shard, val_fraction, seed, max_bad,
+        log_bad=not counted_now,  # the counting pass has logged them
     )  # fmt: skip
     results = run_units(units, unit_settings, num_proc)
-    splits = {s: split_entry([e for r in results for e in r[s]]) for s in SPLITS}
-    write_index(out_dir, index_document(tokenizer, dtype, pair_fields is not None, splits))
+    splits = {s: split_entry([e for r in results for e in r["splits"][s]]) for s in SPLITS}
+    bad = _report_bad(paths, results)
+    if bad and not any(splits[s]["documents"] for s in SPLITS):
+        first = next(r["first_bad"] for r in results if r["bad"])
+        raise _no_documents(bad, first)
+    index = index_document(tokenizer, dtype, pair_fields is not None, splits)
+    write_index(out_dir, {**index, "bad_inputs": bad})
     return out_dir
 
 
@@ -232,14 +257,60 @@ def _settings(
     }
 
 
-def _counts(progress: Path, paths: list[str], fields: tuple[str, ...]) -> list[int]:
+def _counts(
+    progress: Path, paths: list[str], fields: tuple[str, ...], max_bad: int | None
+) -> tuple[list[int], bool]:
     """Documents per input file (fixes the global numbering; parsing without tokenizing costs
-    a few percent of the preparation); cached for re-runs."""
+    a few percent of the preparation), and whether they were counted now (not cached from an
+    earlier run). The counting pass logs bad records and enforces `max_bad` over all inputs,
+    in input order, before anything is tokenized; counts are cached for re-runs."""
     if len(paths) == 1:
-        return [0]
+        return [0], False  # nothing to number: the unit itself counts and checks
     cached = read_json(progress / "counts.json")
-    if isinstance(cached, list) and len(cached) == len(paths):
-        return cached
-    counts = [count_documents(path, fields) for path in paths]
-    write_json(progress / "counts.json", counts)
-    return counts
+    if _cached_counts_fit(cached, len(paths), max_bad):
+        return cached["documents"], False
+    documents: list[int] = []
+    bad: list[int] = []
+    first = None
+    for path in paths:
+        tally = BadInputs(path, max_bad, before=sum(bad))
+        documents.append(count_documents(path, fields, tally))
+        bad.append(tally.count)
+        first = first or tally.first
+    if sum(bad) and not sum(documents):
+        raise _no_documents(sum(bad), first)
+    write_json(progress / "counts.json", {"documents": documents, "bad": bad})
+    return documents, True
+
+
+def _cached_counts_fit(cached: Any, count: int, max_bad: int | None) -> bool:
+    """Counts from an earlier run, usable if they are for as many inputs and within max_bad
+    (else counting again names the bad record past the limit)."""
+    if not isinstance(cached, dict):
+        return False
+    documents, bad = cached.get("documents"), cached.get("bad")
+    if not (isinstance(documents, list) and isinstance(bad, list)):
+        return False
+    fits = max_bad is None or sum(bad) <= max_bad
+    return len(documents) == len(bad) == count and fits
+
+
+def _no_documents(bad: int, first: str | None) -> ValueError:
+    return ValueError(
+        f"nothing to prepare: all {bad} records of the inputs were bad (the first: {first}); "
+        "check --text-field / --pair-fields"
+    )
+
+
+def _report_bad(paths: list[str], results: list[dict[str, Any]]) -> int:
+    """Log how many bad records each input had; returns their total."""
+    bad = [(path, r["bad"], r["splits"]) for path, r in zip(paths, results, strict=True)]
+    for path, count, splits in bad:
+        if count and not any(e["documents"] for s in SPLITS for e in splits[s]):
+            logger.warning("%s: every one of its %d records was bad", path, count)
+    total = sum(count for _, count, _ in bad)
+    if total:
+        named = [f"{Path(path).name}: {count}" for path, count, _ in bad if count]
+        more = f", and {len(named) - 10} more files" if len(named) > 10 else ""
+        logger.warning("skipped %d bad input records (%s%s)", total, ", ".join(named[:10]), more)
+    return total

@@ -1,10 +1,12 @@
 """The bookkeeping that lets an interrupted `causeway data prepare` skip its finished shards.
 
 `OUT/.prepare-progress/` holds `settings.json` (everything that determines the output: inputs
-with sizes and mtimes, tokenizer hash, shard size, seed, ...) and one `unit-NNNNN.json` per
-input file listing the shards it has finished. A shard is renamed into place before it is
-recorded, so a recorded shard is always complete; on a re-run with the same settings a unit
-keeps its recorded shards (if still there with the recorded size) and writes only the rest.
+with sizes and mtimes, tokenizer hash, shard size, seed, ...), `counts.json` (documents and
+bad records per input, from the counting pass) and one `unit-NNNNN.json` per input file
+listing the shards it has finished (and, once done, how many bad records it skipped). A
+shard is renamed into place before it is recorded, so a recorded shard is always complete;
+on a re-run with the same settings a unit keeps its recorded shards (if still there with
+the recorded size) and writes only the rest.
 Different settings make the old progress, and the shards it lists, stale: both are removed.
 """
 
@@ -65,8 +67,10 @@ def unit_path(directory: Path, unit: int) -> Path:
 
 
 def load_unit(directory: Path, unit: int, out_dir: Path, splits: tuple[str, ...]) -> dict:
-    """{"splits": {split: [finished shard entries]}, "done": bool}, keeping per split only the
-    leading shards that are still on disk with their recorded size."""
+    """{"splits": {split: [finished shard entries]}, "done": bool, "bad": int, "first_bad":
+    str | None}, keeping per split only the leading shards that are still on disk with their
+    recorded size. (A unit recorded without "bad" is from before bad records were skipped:
+    it had none.)"""
     record = read_json(unit_path(directory, unit)) or {}
     kept: dict[str, list] = {}
     complete = bool(record.get("done"))
@@ -78,7 +82,8 @@ def load_unit(directory: Path, unit: int, out_dir: Path, splits: tuple[str, ...]
                 complete = False
                 break
             kept[split].append(shard)
-    return {"splits": kept, "done": complete}
+    bad, first = (record.get("bad", 0), record.get("first_bad")) if complete else (0, None)
+    return {"splits": kept, "done": complete, "bad": bad, "first_bad": first}
 
 
 def save_unit(directory: Path, unit: int, record: dict) -> None:

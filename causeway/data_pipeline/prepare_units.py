@@ -5,10 +5,15 @@ seeded by (seed, unit), a global document numbering fixed beforehand by counting
 in parallel processes and give the same bytes in any order and with any number of processes.
 A unit resumes by re-reading its input (cheap), drawing the same splits, and tokenizing only
 the documents that its finished shards do not hold.
+
+Bad records (`text_sources`) are skipped by the counting pass and the units alike, so the
+numbering agrees; `BadInputs` counts them, logs the first few of each file on the
+"causeway.data" logger and fails once more than `max_bad` were seen.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,12 +25,39 @@ import numpy as np
 
 from causeway.data_pipeline.prepare_progress import load_unit, save_unit
 from causeway.data_pipeline.shards import SplitWriter
-from causeway.data_pipeline.text_sources import Record, iter_records
+from causeway.data_pipeline.text_sources import OnBad, Record, iter_records
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 ENCODE_BATCH = 1000
 SPLITS = ("train", "val")
+LOGGED_PER_FILE = 20
 _TOKENIZERS: dict[str, Tokenizer] = {}
+logger = logging.getLogger("causeway.data")
+
+
+class BadInputs:
+    """The bad records of one input file: counted, the first `LOGGED_PER_FILE` logged (when
+    `log`), an error once `before` (bad records of earlier files) plus this file's exceed
+    `limit` (None: no limit)."""
+
+    def __init__(self, path: str, limit: int | None, before: int = 0, log: bool = True) -> None:
+        self.path, self.limit, self.before, self.log = path, limit, before, log
+        self.count = 0
+        self.first: str | None = None
+
+    def __call__(self, where: str, reason: str) -> None:
+        self.count += 1
+        self.first = self.first or f"{where}: {reason}"
+        total = self.before + self.count
+        if self.limit is not None and total > self.limit:
+            raise ValueError(
+                f"{where}: {reason} [bad input {total}; max_bad (--max-bad) allows {self.limit}]"
+            )
+        if self.log and self.count <= LOGGED_PER_FILE:
+            logger.warning("skipping bad input %s: %s", where, reason)
+            if self.count == LOGGED_PER_FILE:
+                logger.warning("%s: further bad inputs of this file are counted, not logged",
+                               self.path)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,6 +74,8 @@ class UnitSettings:
     docs_per_shard: int | None
     val_fraction: float
     seed: int
+    max_bad: int | None = None
+    log_bad: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,26 +91,29 @@ def init_worker(threads: int) -> None:
     os.environ["RAYON_NUM_THREADS"] = str(threads)
 
 
-def count_documents(path: str, fields: tuple[str, ...]) -> int:
-    """Documents `path` contributes (empty texts are skipped; pairs never are)."""
-    return sum(1 for _ in _documents(path, fields))
+def count_documents(path: str, fields: tuple[str, ...], on_bad: OnBad | None = None) -> int:
+    """Documents `path` contributes (empty texts are skipped; pairs never are; bad records go
+    to `on_bad`, or are an error without it)."""
+    return sum(1 for _ in _documents(path, fields, on_bad))
 
 
-def _documents(path: str, fields: tuple[str, ...]) -> Iterator[Record]:
+def _documents(path: str, fields: tuple[str, ...], on_bad: OnBad | None) -> Iterator[Record]:
     pairs = len(fields) > 1
-    return (rec for _, rec in iter_records(path, fields) if pairs or rec[0])
+    return (rec for _, rec in iter_records(path, fields, on_bad) if pairs or rec[0])
 
 
-def run_unit(unit: Unit, settings: UnitSettings) -> dict[str, list[dict[str, Any]]]:
-    """Write (or finish writing) one unit; returns its shard entries per split."""
+def run_unit(unit: Unit, settings: UnitSettings) -> dict[str, Any]:
+    """Write (or finish writing) one unit; returns {"splits": its shard entries per split,
+    "bad": its bad records, "first_bad": the first as "location: reason" or None}."""
     out_dir, progress = Path(settings.out_dir), Path(settings.progress_dir)
     record = load_unit(progress, unit.number, out_dir, SPLITS)
     if record["done"]:
-        return record["splits"]
+        return _result(record)
     writers = {split: _writer(unit, settings, record, split) for split in SPLITS}
     skip = {s: sum(e["documents"] for e in record["splits"][s]) for s in SPLITS}
+    bad = BadInputs(unit.path, settings.max_bad, log=settings.log_bad)
     try:
-        for batch in _batches(unit, settings, skip):
+        for batch in _batches(unit, settings, skip, bad):
             _write_batch(writers, batch, settings, _tokenizer(settings))
         for writer in writers.values():
             writer.close()
@@ -84,9 +121,13 @@ def run_unit(unit: Unit, settings: UnitSettings) -> dict[str, list[dict[str, Any
         for writer in writers.values():
             writer.abort()
         raise
-    record["done"] = True
+    record.update(done=True, bad=bad.count, first_bad=bad.first)
     save_unit(progress, unit.number, record)
-    return record["splits"]
+    return _result(record)
+
+
+def _result(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: record[key] for key in ("splits", "bad", "first_bad")}
 
 
 def _writer(unit: Unit, settings: UnitSettings, record: dict, split: str) -> SplitWriter:
@@ -103,14 +144,14 @@ def _writer(unit: Unit, settings: UnitSettings, record: dict, split: str) -> Spl
 
 
 def _batches(
-    unit: Unit, settings: UnitSettings, skip: dict[str, int]
+    unit: Unit, settings: UnitSettings, skip: dict[str, int], bad: BadInputs
 ) -> Iterator[list[tuple[int, str, Record]]]:
     """Batches of (document number, split, record) still to be written."""
     rng = np.random.default_rng([settings.seed, unit.number])
     seen = dict.fromkeys(SPLITS, 0)
 
     def numbered() -> Iterator[tuple[int, str, Record]]:
-        for offset, record in enumerate(_documents(unit.path, settings.fields)):
+        for offset, record in enumerate(_documents(unit.path, settings.fields, bad)):
             split = "val" if unit.val_file else "train"
             if not unit.val_file and settings.val_fraction and rng.random() < settings.val_fraction:
                 split = "val"

@@ -11,6 +11,8 @@ makes the stream's state a plain cursor).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -19,6 +21,28 @@ from causeway.data_pipeline.block_ops import ranges
 
 Batch = dict[str, torch.Tensor]
 _NO_LIMIT = 1 << 62
+
+
+class Placement(NamedTuple):
+    """examples[start:stop] placed in `rows`, at `offsets[side]` within them; `numbers` are
+    their segment numbers within their rows (1, 2, ...)."""
+
+    examples: Examples
+    start: int
+    stop: int
+    rows: list[int]
+    offsets: list[list[int]]
+    numbers: list[int]
+
+    def filled(self) -> int:
+        """Positions these examples fill (both sides for encoder-decoder examples)."""
+        ex, a, b = self.examples, self.start, self.stop
+        sides = [ex.lengths] if ex.inputs is None else [ex.input_lengths, ex.target_lengths]
+        return sum(int(side[a:b].sum()) for side in sides)
+
+    def shifted(self, first_row: int) -> Placement:
+        """The same placement with its rows moved down by `first_row`."""
+        return self._replace(rows=[r + first_row for r in self.rows])
 
 
 class RowPacker:
@@ -35,7 +59,7 @@ class RowPacker:
         self.row = 0
         self.used = [0] * len(capacity)
         self.segments = 0
-        self.parts: list[tuple[Examples, int, int, list[int], list[list[int]], list[int]]] = []
+        self.parts: list[Placement] = []
 
     @property
     def full(self) -> bool:
@@ -76,11 +100,11 @@ class RowPacker:
                 used[k] += s[i]
             i += 1
         if i > start:
-            self.parts.append((examples, start, i, rows, offsets, numbers))
+            self.parts.append(Placement(examples, start, i, rows, offsets, numbers))
         self.row, self.used, self.segments = row, used, segments
         return i
 
-    def take_parts(self) -> list:
+    def take_placements(self) -> list[Placement]:
         """The placements of the batch, and a fresh start for the next one."""
         parts = self.parts
         self.parts, self.row, self.used, self.segments = [], 0, [0] * len(self.capacity), 0

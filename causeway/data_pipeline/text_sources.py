@@ -1,79 +1,255 @@
-"""Reading raw text records from .jsonl, .txt and .parquet files, with errors that point at them.
+"""Reading raw text records from input files, with errors that point at them.
 
 A record is a tuple of strings, one per requested field: `("text",)` for plain pretraining
 data, `("inputs", "targets")` for mtf pairs. Every record comes with a location string
-("file:line" or "file:row") used in error messages.
+("file:line", "file:row N" or "file:member") used in messages.
 
-.txt files hold one document per blank-line-separated block (a paragraph or more of prose);
-one document per line would cut prose into sentence-sized scraps. Inner newlines are kept.
+Formats, by the end of the file name:
+
+- JSON lines (one object per line): `.jsonl` and `.json`, plain or compressed (`.jsonl.gz`,
+  `.json.gz`, `.jsonl.zst`, `.json.zst`), as C4, the Pile and Dolma ship them. Compressed
+  files are decompressed as a stream; a truncated or corrupt one is an error naming it.
+- `.txt` (also `.txt.gz`, `.txt.zst`): one document per blank-line-separated block (a
+  paragraph or more of prose; one document per line would cut prose into sentence-sized
+  scraps). Inner newlines are kept.
+- `.parquet` (needs pyarrow).
+- `.tar`: webdataset shards of text samples (members `KEY.EXT`, consecutive members with one
+  KEY form a sample): a sample's `txt` member is its text; without one, its `json` member is
+  an object holding the fields, as a JSON line would.
+
+A *bad record* (a line that is not valid UTF-8 or JSON, not an object, lacks a field or has a
+non-string one; a member likewise) is reported to `on_bad(location, reason)` and skipped; with
+no `on_bad` it is a ValueError "location: reason". Problems with a whole file (unsupported
+type, missing parquet column, truncated stream) are always errors.
+
+`expand_inputs` turns command-line inputs (files, directories, globs, brace patterns such as
+`c4-train.{00000..01023}-of-01024.json.gz`) into a deterministic list of files.
 """
 
 from __future__ import annotations
 
+import glob
+import gzip
+import io
 import json
-from collections.abc import Iterator, Sequence
+import re
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 Record = tuple[str, ...]
-SUFFIXES = (".jsonl", ".txt", ".parquet")
+OnBad = Callable[[str, str], None]
+JSON_LINES = (".jsonl", ".json")
+COMPRESSED = (".gz", ".zst")
+SUFFIXES = (
+    *JSON_LINES,
+    *(s + c for s in JSON_LINES for c in COMPRESSED),
+    ".txt", ".txt.gz", ".txt.zst", ".parquet", ".tar",
+)  # fmt: skip
+_BY_LENGTH = sorted(SUFFIXES, key=len, reverse=True)
+_READ_SIZE = 1 << 16
 
 
-def iter_records(path: str | Path, fields: Sequence[str]) -> Iterator[tuple[str, Record]]:
-    """(location, record) for each document of `path`, chosen by its suffix."""
+def input_format(path: str | Path) -> str | None:
+    """The supported suffix `path` ends with (".jsonl.gz", ".tar", ...), or None."""
+    name = Path(path).name.lower()
+    return next((s for s in _BY_LENGTH if name.endswith(s)), None)
+
+
+def check_input(path: str | Path, fields: Sequence[str]) -> str:
+    """The format of `path`, or the error reading it would end in (before anything is read)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
-    if path.suffix == ".jsonl":
-        return _iter_jsonl(path, fields)
-    if path.suffix == ".txt":
-        if len(fields) != 1:
-            raise ValueError(f"{path}: .txt files hold plain text, not the fields {list(fields)}")
+    suffix = input_format(path)
+    if suffix is None:
+        raise ValueError(
+            f"{path}: unsupported file type {path.suffix!r}; expected one of {SUFFIXES}"
+        )
+    if suffix.startswith(".txt") and len(fields) != 1:
+        raise ValueError(f"{path}: .txt files hold plain text, not the fields {list(fields)}")
+    return suffix
+
+
+def iter_records(
+    path: str | Path, fields: Sequence[str], on_bad: OnBad | None = None
+) -> Iterator[tuple[str, Record]]:
+    """(location, record) for each document of `path`, chosen by its suffix."""
+    path = Path(path)
+    suffix = check_input(path, fields)
+    bad = on_bad or _raise
+    if suffix == ".parquet":
+        return _iter_parquet(path, fields, bad)
+    if suffix == ".tar":
+        return _iter_tar(path, fields, bad)
+    if suffix.startswith(".txt"):
         return _iter_txt(path)
-    if path.suffix == ".parquet":
-        return _iter_parquet(path, fields)
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; expected one of {SUFFIXES}")
+    return _iter_json_lines(path, fields, bad)
 
 
-def _iter_jsonl(path: Path, fields: Sequence[str]) -> Iterator[tuple[str, Record]]:
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
+def _raise(where: str, reason: str) -> None:
+    raise ValueError(f"{where}: {reason}")
+
+
+# --- streams -------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_stream(path: Path) -> Iterator[BinaryIO]:
+    """The bytes of `path`, decompressed as a stream by its suffix (.gz, .zst); errors from a
+    truncated or corrupt stream become a ValueError naming the file."""
+    name = path.name.lower()
+    with open(path, "rb") as raw:
+        if name.endswith(".gz"):
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif name.endswith(".zst"):
+            stream = io.BufferedReader(_ZstdReader(raw), buffer_size=1 << 20)  # type: ignore[arg-type]
+        else:
+            stream = raw
+        try:
+            yield stream
+        except (EOFError, zlib.error, gzip.BadGzipFile, tarfile.ReadError, _Corrupt) as e:
+            raise ValueError(f"{path}: truncated or corrupt file ({e})") from None
+        finally:
+            if stream is not raw:
+                stream.close()  # the decompressor; `raw` closes with the `with`
+
+
+class _Corrupt(Exception):
+    """A zstd stream that cannot be decompressed or ends inside a frame."""
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompressed bytes of a zstd file, one frame after another (files written in parallel
+    hold many), streamed. zstandard's `stream_reader` ends quietly where a truncated file
+    ends; this reader makes a file that ends inside a frame an error."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        try:
+            import zstandard
+        except ImportError:
+            raise ImportError(
+                f"reading {getattr(raw, 'name', 'a .zst file')} needs zstandard: "
+                "pip install zstandard"
+            ) from None
+        self._raw = raw
+        self._error = zstandard.ZstdError
+        self._context = zstandard.ZstdDecompressor(max_window_size=2**31)  # zstd --long=31
+        self._frame = self._context.decompressobj()
+        self._in_frame = False
+        self._pending = memoryview(b"")
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._pending and not self._ended:
+            self._fill()
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def _fill(self) -> None:
+        data = self._raw.read(_READ_SIZE)
+        if not data:
+            if self._in_frame:
+                raise _Corrupt("the zstd stream ends inside a frame")
+            self._ended = True
+            return
+        out = []
+        while data:
+            try:
+                out.append(self._frame.decompress(data))
+            except self._error as e:
+                raise _Corrupt(f"zstd: {e}") from None
+            self._in_frame = True
+            data = b""
+            if self._frame.eof:
+                data = self._frame.unused_data
+                self._frame = self._context.decompressobj()
+                self._in_frame = False
+        self._pending = memoryview(b"".join(out))
+
+
+# --- JSON lines and text -------------------------------------------------------------------
+
+
+def _iter_json_lines(path: Path, fields: Sequence[str], bad: OnBad) -> Iterator[tuple[str, Record]]:
+    first = True
+    with open_stream(path) as stream:
+        for line_number, raw in enumerate(stream, start=1):
+            where = f"{path}:{line_number}"
+            try:
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                bad(where, f"not valid UTF-8 (byte {e.start})")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{line_number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, tuple(_field(obj, name, where) for name in fields)
+                if first and line.strip() in ("[", "{", "[{"):
+                    raise ValueError(
+                        f"{path}: one JSON document spread over lines, not JSON lines "
+                        "(one object per line; convert with `jq -c '.[]'`)"
+                    ) from None
+                bad(where, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            finally:
+                first = False
+            record = _pick(obj, fields)
+            if isinstance(record, str):
+                bad(where, record)
+            else:
+                yield where, record
 
 
-def _field(obj: dict, name: str, where: str) -> str:
-    if name not in obj:
-        raise ValueError(f"{where}: no field {name!r} (fields: {sorted(obj)})")
-    value = obj[name]
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: field {name!r} is {type(value).__name__}, expected a string")
-    return value
+def _pick(obj: object, fields: Sequence[str]) -> Record | str:
+    """The fields of a parsed JSON value, or why they cannot be taken from it."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    values = []
+    for name in fields:
+        if name not in obj:
+            return f"no field {name!r} (fields: {sorted(obj)})"
+        value = obj[name]
+        if not isinstance(value, str):
+            return f"field {name!r} is {type(value).__name__}, expected a string"
+        values.append(value)
+    return tuple(values)
 
 
 def _iter_txt(path: Path) -> Iterator[tuple[str, Record]]:
     block: list[str] = []
-    start = 0
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if line.strip():
-                start = start or line_number
-                block.append(line.rstrip("\n"))
-            elif block:
-                yield f"{path}:{start}", ("\n".join(block),)
-                block, start = [], 0
+    start = line_number = 0
+    with open_stream(path) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8")  # universal newlines, as open()
+        try:
+            for line_number, line in enumerate(text, start=1):
+                if line.strip():
+                    start = start or line_number
+                    block.append(line.rstrip("\n"))
+                elif block:
+                    yield f"{path}:{start}", ("\n".join(block),)
+                    block, start = [], 0
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not valid UTF-8 after line {line_number} ({e})") from None
+        finally:
+            text.detach()
     if block:
         yield f"{path}:{start}", ("\n".join(block),)
 
 
-def _iter_parquet(path: Path, fields: Sequence[str]) -> Iterator[tuple[str, Record]]:
+# --- parquet and webdataset tar ------------------------------------------------------------
+
+
+def _iter_parquet(path: Path, fields: Sequence[str], bad: OnBad) -> Iterator[tuple[str, Record]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -90,10 +266,171 @@ def _iter_parquet(path: Path, fields: Sequence[str]) -> Iterator[tuple[str, Reco
         values = [batch.column(name).to_pylist() for name in fields]
         for record in zip(*values, strict=True):
             where = f"{path}:row {row}"
-            for name, value in zip(fields, record, strict=True):
-                if not isinstance(value, str):
-                    raise ValueError(
-                        f"{where}: column {name!r} is {type(value).__name__}, expected a string"
-                    )
-            yield where, tuple(record)
             row += 1
+            wrong = [(n, v) for n, v in zip(fields, record, strict=True) if not isinstance(v, str)]
+            if wrong:
+                name, value = wrong[0]
+                bad(where, f"column {name!r} is {type(value).__name__}, expected a string")
+                continue
+            yield where, tuple(record)
+
+
+_MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # KEY.EXT, as webdataset splits names
+
+
+def _iter_tar(path: Path, fields: Sequence[str], bad: OnBad) -> Iterator[tuple[str, Record]]:
+    """Samples of a webdataset tar, streamed: only `txt` and `json` members are read."""
+    key: str | None = None
+    sample: dict[str, tuple[str, bytes]] = {}
+    with open_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            match = _MEMBER.match(member.name) if member.isfile() else None
+            if match is None:
+                continue
+            if match.group(1) != key:
+                if key is not None:
+                    yield from _tar_sample(path, key, sample, fields, bad)
+                key, sample = match.group(1), {}
+            ext = match.group(2).lower()
+            data = tar.extractfile(member) if ext in ("txt", "json") else None
+            sample[ext] = (member.name, data.read() if data else b"")  # others: only named
+        if key is not None:
+            yield from _tar_sample(path, key, sample, fields, bad)
+
+
+def _tar_sample(
+    path: Path, key: str, sample: dict[str, tuple[str, bytes]], fields: Sequence[str], bad: OnBad
+) -> Iterator[tuple[str, Record]]:
+    ext = "txt" if "txt" in sample and len(fields) == 1 else "json"
+    if ext not in sample:
+        wanted = "txt or json member" if len(fields) == 1 else f"json member (for {fields})"
+        bad(f"{path}:{key}", f"sample has no {wanted} (members: {sorted(sample)})")
+        return
+    name, data = sample[ext]
+    where = f"{path}:{name}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad(where, f"not valid UTF-8 (byte {e.start})")
+        return
+    if ext == "txt":
+        yield where, (text,)
+        return
+    try:
+        record = _pick(json.loads(text), fields)
+    except json.JSONDecodeError as e:
+        record = f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    if isinstance(record, str):
+        bad(where, record)
+    else:
+        yield where, record
+
+
+# --- expanding inputs ----------------------------------------------------------------------
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files named by `inputs`, in order: a file as it is; a directory: every supported
+    file under it (recursively, hidden ones left out), sorted by path; otherwise brace
+    patterns (`{a,b}`, `{000..123}`) expanded left to right, then glob patterns (`*`, `?`,
+    `[...]`, `**`), each sorted. A pattern that matches nothing is an error naming it."""
+    files: list[Path] = []
+    for entry in inputs:
+        files += _expand(str(entry))
+    return files
+
+
+def _expand(pattern: str) -> list[Path]:
+    path = Path(pattern)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return _directory(path)
+    names = expand_braces(pattern)
+    files: list[Path] = []
+    for name in names:
+        origin = f" (from {pattern!r})" if name != pattern else ""
+        if Path(name).is_file():
+            files.append(Path(name))
+        elif Path(name).is_dir():
+            files += _directory(Path(name))
+        elif _MAGIC.search(name):
+            matches = sorted(glob.glob(name, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no input file matches {name!r}{origin}")
+            for match in matches:
+                files += _directory(Path(match)) if Path(match).is_dir() else [Path(match)]
+        else:
+            raise FileNotFoundError(f"input file not found: {name}{origin}")
+    return files
+
+
+def _directory(directory: Path) -> list[Path]:
+    found = [
+        p for p in directory.rglob("*")
+        if p.is_file() and input_format(p)
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    ]  # fmt: skip
+    if not found:
+        raise FileNotFoundError(f"{directory}: a directory with no input files ({SUFFIXES})")
+    return sorted(found, key=lambda p: p.relative_to(directory).parts)
+
+
+_MAGIC = re.compile(r"[*?[]")
+_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$|^([a-zA-Z])\.\.([a-zA-Z])$")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Shell-style brace expansion: "a{b,c}d" -> ["abd", "acd"]; "{8..10}" -> 8, 9, 10;
+    "{08..10}" -> 08, 09, 10 (a leading zero pads every term to the same width); "{0..9..3}"
+    (a step); "{a..c}"; nested and several braces, expanded left to right. A brace with
+    neither a top-level comma nor a range is kept as it is."""
+    start = 0
+    while (open_at := pattern.find("{", start)) >= 0:
+        close_at = _closing(pattern, open_at)
+        if close_at < 0:
+            break
+        body = pattern[open_at + 1 : close_at]
+        choices = _range(body) or _split_commas(body)
+        if choices is None:
+            start = open_at + 1
+            continue
+        head, tail = pattern[:open_at], pattern[close_at + 1 :]
+        return [out for choice in choices for out in expand_braces(head + choice + tail)]
+    return [pattern]
+
+
+def _closing(text: str, open_at: int) -> int:
+    depth = 0
+    for i in range(open_at, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i
+    return -1
+
+
+def _split_commas(body: str) -> list[str] | None:
+    parts, depth, last = [], 0, 0
+    for i, char in enumerate(body):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(body[last:i])
+            last = i + 1
+    return [*parts, body[last:]] if parts else None
+
+
+def _range(body: str) -> list[str] | None:
+    match = _RANGE.match(body)
+    if match is None:
+        return None
+    if match.group(4):
+        a, b = ord(match.group(4)), ord(match.group(5))
+        step = 1 if b >= a else -1
+        return [chr(c) for c in range(a, b + step, step)]
+    first, last, step_text = match.group(1), match.group(2), match.group(3)
+    a, b = int(first), int(last)
+    step = abs(int(step_text or 1)) or 1
+    padded = any(len(t.lstrip("-")) > 1 and t.lstrip("-").startswith("0") for t in (first, last))
+    width = max(len(first), len(last)) if padded else 0
+    numbers = range(a, b + 1, step) if b >= a else range(a, b - 1, -step)
+    return [f"{n:0{width}d}" for n in numbers]

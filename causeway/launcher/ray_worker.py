@@ -52,7 +52,7 @@ def check_resume_point(reported, run_dir: Path, rank: int) -> Path | None:
     """Ray's newest reported checkpoint should be causeway's newest committed one; it lags
     when a worker died between the commit and the report. Training resumes from the
     newest committed checkpoint either way (`resume: auto`)."""
-    from causeway.checkpoint.manager import newest_committed
+    from causeway.checkpoint.discovery import newest_committed
 
     newest = newest_committed(run_dir)
     if rank != 0 or reported is None:

@@ -115,8 +115,8 @@ def tail_records(path: Path, keys: tuple[str, ...], window: int = 1 << 16) -> li
 
 def checkpoints(run_dir: Path) -> tuple[int | None, Path | None, list[str]]:
     """(step, path) of the newest committed checkpoint and the partial ones' names."""
-    from causeway.checkpoint.final import is_committed
-    from causeway.checkpoint.manager import step_dirs
+    from causeway.checkpoint.commit import is_committed
+    from causeway.checkpoint.discovery import step_dirs
 
     found = step_dirs(run_dir)  # not newest_committed(): its warning is meant for resumes
     committed = [(step, path) for step, path in found if is_committed(path)] or [(None, None)]

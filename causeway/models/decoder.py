@@ -13,9 +13,10 @@ from torch import nn
 
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
+from causeway.models.head import HeadMixin, OutputHead
 from causeway.models.init import init_parameters, transformer_init
 from causeway.models.layers import Block, RMSNorm, RotaryTable
-from causeway.models.loss import LossSums, output_head
+from causeway.models.loss import LossSums
 from causeway.models.masks import self_attention_spec
 
 
@@ -24,7 +25,7 @@ def default_positions(tokens: torch.Tensor) -> torch.Tensor:
     return torch.arange(length, device=tokens.device).expand(batch, length)
 
 
-class Decoder(nn.Module):
+class Decoder(HeadMixin, nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -34,9 +35,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleDict({str(i): Block(cfg) for i in range(cfg.n_layers)})
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.output = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, False)
-        # Replaced by tensor parallelism with a vocabulary-sharded head; a plain function
-        # attribute, so it adds no parameters or state-dict keys.
-        self.head = output_head
+        self.set_head(OutputHead())  # models/head.py: no parameters, no state-dict keys
         self.takes_tokens = True  # False for pipeline stages after the first
 
     def forward(

@@ -12,9 +12,10 @@ from torch import nn
 
 from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
+from causeway.models.head import HeadMixin, OutputHead
 from causeway.models.init import Init, init_parameters, transformer_init
 from causeway.models.layers import Block, RMSNorm, RotaryTable
-from causeway.models.loss import LossSums, output_head
+from causeway.models.loss import LossSums
 from causeway.models.masks import MaskInputs, self_attention_spec
 
 
@@ -22,7 +23,7 @@ def default_positions(tokens: torch.Tensor) -> torch.Tensor:
     return torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(HeadMixin, nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -34,7 +35,7 @@ class EncoderDecoder(nn.Module):
         self.layers = nn.ModuleDict({str(i): Block(cfg, cross=True) for i in range(cfg.n_layers)})
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.output = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, False)
-        self.head = output_head  # see Decoder.head
+        self.set_head(OutputHead())  # models/head.py
 
     def encode(self, enc_tokens, enc_positions=None, enc_segment_ids=None) -> torch.Tensor:
         if enc_positions is None:

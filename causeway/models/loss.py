@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 IGNORE = -100
 
@@ -138,16 +137,3 @@ def linear_loss_sums(
             flat, weight, picked, z_weight, chunk, mm_dtype or weight.dtype, group, vocab_start
         )
     return LossSums(loss, ce, z, (picked != IGNORE).sum())
-
-
-def output_head(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor | None = None,
-    loss_mask: torch.Tensor | None = None,
-    z_weight: float = 0.0,
-) -> torch.Tensor | LossSums:
-    """The single-device head: logits without targets, fused loss sums with them."""
-    if targets is None:
-        return F.linear(hidden, weight)
-    return linear_loss_sums(hidden, weight, targets, loss_mask, z_weight)

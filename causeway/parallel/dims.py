@@ -74,11 +74,21 @@ class ParallelDims:
                 f"data.batch_size ({d.batch_size}) is not divisible by data-parallel size "
                 f"{self.dp} x data.micro_batch_size {d.micro_batch_size}"
             )
+        self.check_readers(d.readers, d.batch_size)
         if self.pp > 1 and m.arch == "encoder_decoder":
             raise ConfigError(
                 "pipeline parallelism is not supported for arch encoder_decoder "
                 "(use tp and dp_shard for it)"
             )
+
+    def check_readers(self, readers: int | None, batch_size: int) -> None:
+        """Each data-parallel rank runs whole readers of the stream (see DataStream)."""
+        from causeway.data_pipeline.stream.stream import check_readers, default_readers
+
+        try:
+            check_readers(readers or default_readers(batch_size), batch_size, self.dp)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def padded_length(self, length: int) -> int:
         """Sequence parallelism splits rows into tp equal parts: round up to a multiple."""

@@ -25,6 +25,7 @@ from torch.distributed.pipelining import (
     ScheduleInterleaved1F1B,
 )
 
+from causeway.models.head import Head
 from causeway.models.loss import LossSums
 
 SCHEDULES = {
@@ -59,16 +60,27 @@ def make_stage(model: nn.Module, stage: int, n_stages: int) -> nn.Module:
     return part
 
 
-def stack_head_output(part: nn.Module) -> None:
-    """Make the last stage return one tensor [loss, ce, z, tokens]: pipeline stages pass
-    tensors, not named tuples. Only element 0 carries a gradient."""
-    head = part.head
+class StackedLossHead:
+    """The last stage's head (models/head.py): the loss sums of the head it wraps, as one
+    tensor [loss, ce, z, tokens], since pipeline stages pass tensors, not named tuples.
+    Only element 0 carries a gradient; `PipelineLoss` unstacks it."""
 
-    def stacked(*args, **kwargs) -> torch.Tensor:
-        sums = head(*args, **kwargs)
+    def __init__(self, inner: Head):
+        self.inner = inner
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        sums = self.inner(*args, **kwargs)
         return torch.stack([sums.loss, sums.ce, sums.z, sums.tokens.to(sums.loss.dtype)])
 
-    part.head = stacked
+    def __repr__(self) -> str:
+        return f"StackedLossHead({self.inner!r})"
+
+
+def stack_head_output(part: nn.Module) -> None:
+    """Make the last stage return one tensor: wrap its head (once) in `StackedLossHead`."""
+    if isinstance(part.head, StackedLossHead):
+        raise RuntimeError("the last stage's head is stacked already")
+    part.set_head(StackedLossHead(part.head))
 
 
 class PipelineLoss:

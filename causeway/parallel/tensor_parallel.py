@@ -3,13 +3,11 @@
 Between blocks the residual stream is split along the sequence (Shard(1)); norms run on
 sequence shards; attention and MLP all-gather their input, split heads / hidden units
 column-wise and reduce-scatter back to sequence shards row-wise. The output head keeps
-the vocabulary sharded: `tensor_parallel_head` computes the fused loss across shards
-without ever gathering the logits.
+the vocabulary sharded: `TensorParallelHead`, set as the model's head, computes the fused
+loss across shards without ever gathering the logits.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import torch
 from torch import nn
@@ -75,29 +73,39 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh) -> None:
     for stack in ("encoder_layers", "layers"):
         for block in getattr(model, stack, {}).values():
             parallelize_module(block, tp_mesh, block_plan(block))
-    model.head = partial(tensor_parallel_head, tp_mesh)
+    model.set_head(TensorParallelHead(tp_mesh))
 
 
-def tensor_parallel_head(
-    tp_mesh: DeviceMesh,
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor | None = None,
-    loss_mask: torch.Tensor | None = None,
-    z_weight: float = 0.0,
-) -> torch.Tensor | LossSums:
-    """Head over a vocabulary-sharded weight (DTensor Shard(0)) and sequence-sharded input."""
-    if not isinstance(hidden, DTensor):
-        hidden = DTensor.from_local(hidden, tp_mesh, [Shard(1)])
-    full = hidden.redistribute(tp_mesh, [Replicate()])
-    local_weight = weight.to_local()
-    if targets is None:
-        logits = DTensor.from_local(full.to_local() @ local_weight.t(), tp_mesh, [Shard(2)])
-        return logits.full_tensor()
-    # Each rank's hidden gradient covers only its vocabulary rows: a partial sum.
-    local_hidden = full.to_local(grad_placements=[Partial()])
-    start = tp_mesh.get_local_rank() * local_weight.shape[0]
-    return linear_loss_sums(
-        local_hidden, local_weight, targets, loss_mask, z_weight,
-        group=tp_mesh.get_group(), vocab_start=start,
-    )  # fmt: skip
+class TensorParallelHead:
+    """The head (models/head.py) over a vocabulary-sharded weight (DTensor Shard(0)) and a
+    sequence-sharded input: logits gathered without targets, the fused loss with them."""
+
+    def __init__(self, tp_mesh: DeviceMesh):
+        self.tp_mesh = tp_mesh
+
+    def __call__(
+        self,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+        z_weight: float = 0.0,
+    ) -> torch.Tensor | LossSums:
+        tp_mesh = self.tp_mesh
+        if not isinstance(hidden, DTensor):
+            hidden = DTensor.from_local(hidden, tp_mesh, [Shard(1)])
+        full = hidden.redistribute(tp_mesh, [Replicate()])
+        local_weight = weight.to_local()
+        if targets is None:
+            logits = DTensor.from_local(full.to_local() @ local_weight.t(), tp_mesh, [Shard(2)])
+            return logits.full_tensor()
+        # Each rank's hidden gradient covers only its vocabulary rows: a partial sum.
+        local_hidden = full.to_local(grad_placements=[Partial()])
+        start = tp_mesh.get_local_rank() * local_weight.shape[0]
+        return linear_loss_sums(
+            local_hidden, local_weight, targets, loss_mask, z_weight,
+            group=tp_mesh.get_group(), vocab_start=start,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"TensorParallelHead(tp={self.tp_mesh.size()})"

@@ -1,10 +1,11 @@
 """From the data section of a run config to train and validation batch streams.
 
-The train stream is a `DataStream` (deterministic, resumable): the trainer calls
-`next(data.train)` each step, saves `data.stream.state_dict()` with its checkpoint, restores
-it with `load_state_dict`, and logs `data.stream.metrics()`. Every rank builds the same
-stream of global batches (world size 1) and takes its data-parallel rows of each, so the
-saved state is the same on every rank.
+The train stream is a `DataStream` (deterministic, resumable, read by share): each
+data-parallel rank runs its own readers and gets only its rows of every global batch
+(tensor- and pipeline-parallel peers of a rank get the same rows). The trainer calls
+`next(data.train)` each step, saves `data.stream.global_state_dict(dp_group)` (every rank's
+readers, identical on all ranks) with its checkpoint, restores it with `load_state_dict`
+under any layout, and logs `data.stream.metrics()`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from causeway.config import ConfigError, RunConfig
 from causeway.data_pipeline.loader import load_tokenizer
 from causeway.data_pipeline.prepare import ensure_builtin
-from causeway.data_pipeline.sources import Source
-from causeway.data_pipeline.stream import DataStream
+from causeway.data_pipeline.sources import Source, load_source
+from causeway.data_pipeline.stream import DataStream, default_readers
+from causeway.data_pipeline.stream.stream import fit_readers
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 OBJECTIVE_PARAMS = {
@@ -82,6 +84,15 @@ class TrainData:
         return self.train
 
 
+def validation_stream(sources: list[Source], d, world_size: int, common: dict) -> DataStream:
+    """The val split's stream: as many readers as the train stream unless the split is smaller
+    (the builtin corpus holds 56 validation documents)."""
+    wanted = d.readers or default_readers(d.batch_size)
+    documents = min(load_source(source, "val").documents for source in sources)
+    readers = fit_readers(wanted, documents, d.batch_size, world_size)
+    return DataStream(sources, "val", num_workers=0, **(common | {"readers": readers}))
+
+
 def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
     """Streams for data-parallel rank `rank` of `world_size` (1 when not data-parallel)."""
     sources = resolve_sources(cfg)
@@ -95,16 +106,14 @@ def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
     o, d = cfg.objective, cfg.data
     common = dict(
         objective=o.name, arch=cfg.model.arch, seq_len=d.seq_len, batch_size=d.batch_size,
-        tokenizer=tokenizer, seed=d.seed, rank=rank, world_size=world_size,
+        tokenizer=tokenizer, seed=d.seed, rank=rank, world_size=world_size, readers=d.readers,
         inputs_length=d.inputs_length, targets_length=d.targets_length,
         objective_params={name: getattr(o, name) for name in OBJECTIVE_PARAMS.get(o.name, ())},
         verify_sha256=d.verify_sha256,
     )  # fmt: skip
     train = DataStream(
-        sources, "train", num_workers=d.num_workers, lanes=d.lanes,
-        prefetch_factor=d.prefetch_factor, **common,
+        sources, "train", num_workers=d.num_workers, prefetch_factor=d.prefetch_factor,
+        **common,
     )  # fmt: skip
-    validation = HeldOutBatches(
-        lambda: DataStream(sources, "val", num_workers=0, lanes=1, **common)
-    )
+    validation = HeldOutBatches(lambda: validation_stream(sources, d, world_size, common))
     return TrainData(data_dir, tokenizer, train, validation)

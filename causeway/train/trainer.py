@@ -12,8 +12,10 @@ from typing import Protocol
 
 import torch
 
-from causeway.checkpoint.final import barrier, load_model_weights
+from causeway.checkpoint.discovery import resolve_checkpoint
 from causeway.checkpoint.manager import Checkpointer
+from causeway.checkpoint.ranks import barrier
+from causeway.checkpoint.weights import load_model_weights
 from causeway.config import RunConfig, save_config
 from causeway.models.flops import count_parameters, flops_per_sequence
 from causeway.parallel.apply import ParallelModel, parallelize
@@ -22,7 +24,7 @@ from causeway.train.data import TrainData, build_data
 from causeway.train.distributed import DistEnv, init_distributed
 from causeway.train.metrics import MetricsLogger
 from causeway.train.optim import build_optimizer, build_scheduler
-from causeway.train.step import StepResult, evaluate, train_step
+from causeway.train.step import StepFigures, StepResult, StepSettings, evaluate, train_step
 from causeway.train.stop import StopSignals, TrainingStopped, signal_name, write_stop_record
 from causeway.train.wandb_sink import WandbSink
 
@@ -37,8 +39,6 @@ def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
     torch.manual_seed(cfg.train.seed)
     pm = parallelize(cfg, dims, mesh, env.device)
     if cfg.checkpoint.init_from:
-        from causeway.convert.checkpoints import resolve_checkpoint
-
         source = resolve_checkpoint(cfg.checkpoint.init_from)
         load_model_weights(source, pm.parts, whole_model=dims.pp == 1)
     return pm
@@ -66,10 +66,13 @@ class Trainer:
         # its first step, with a checkpoint.
         self.stop = StopSignals(cfg.train.stop_signals)
         self.env = init_distributed(cfg.train.device)
-        self.data: TrainData = build_data(cfg)
         self.pm = build_parallel_model(cfg, self.env)
+        # Each data-parallel rank reads only its share; tp/pp peers read the same rows.
+        self.data: TrainData = build_data(cfg, self.pm.local_rank("dp"), self.pm.dims.dp)
         self.optimizer = build_optimizer(cfg.optimizer, list(self.pm.parameters()))
         self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.steps)
+        # After the layout, which fills in data.micro_batch_size when it is unset.
+        self.settings = StepSettings.from_config(cfg, self.env.device)
         d = cfg.data
         if cfg.model.arch == "decoder":
             lengths = (d.seq_len,)
@@ -110,8 +113,11 @@ class Trainer:
                 window_tokens += result.tokens
                 figures = None
                 if step % t.log_every == 0 or step == t.steps:
+                    # Only logged steps read their figures back: this waits for the
+                    # device, so the window's time includes its steps' device work.
+                    done = result.materialize()
                     elapsed = time.perf_counter() - window_start
-                    figures = self.step_figures(result, lr, window_tokens / elapsed)
+                    figures = self.step_figures(done, lr, window_tokens / elapsed)
                     window_tokens, window_start = 0, time.perf_counter()
                 if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
                     figures = {**(figures or {}), **self.validate()}
@@ -137,13 +143,8 @@ class Trainer:
         return records
 
     def step(self, batch: dict) -> StepResult:
-        cfg, t = self.cfg, self.cfg.train
-        result = train_step(
-            self.pm, self.optimizer, batch,
-            arch=cfg.model.arch, micro_batch_size=cfg.data.micro_batch_size,
-            z_loss=t.z_loss, grad_clip=t.grad_clip, precision=t.precision,
-            device=self.env.device,
-        )  # fmt: skip
+        """One optimizer step; its figures stay on the device until `materialize`."""
+        result = train_step(self.pm, self.optimizer, batch, self.settings)
         self.scheduler.step()
         return result
 
@@ -201,7 +202,7 @@ class Trainer:
 
         return count_parameters(build_model(self.cfg.model, "meta"))
 
-    def step_figures(self, result: StepResult, lr: float, tokens_per_s: float) -> dict:
+    def step_figures(self, result: StepFigures, lr: float, tokens_per_s: float) -> dict:
         figures = {
             "loss": result.loss,
             "lr": lr,
@@ -220,8 +221,7 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         batches = self.data.validation(self.cfg.train.eval_batches)
-        t = self.cfg.train
-        return evaluate(self.pm, batches, self.cfg.model.arch, t.precision, self.env.device)
+        return evaluate(self.pm, batches, self.settings)
 
 
 def record_attempt(run_dir: Path, cfg: RunConfig, start_step: int, world_size: int) -> None:

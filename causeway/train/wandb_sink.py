@@ -52,7 +52,7 @@ class WandbSink:
     def build(cls, cfg: RunConfig, run_dir: Path) -> WandbSink | None:
         """The sink for this run, or None when no W&B project is set or on ranks other
         than 0 (one W&B run per job: metrics are already reduced onto rank 0)."""
-        from causeway.checkpoint.final import is_main
+        from causeway.checkpoint.ranks import is_main
 
         settings = cfg.train.wandb
         if not settings.project or not is_main():

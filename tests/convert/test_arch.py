@@ -8,15 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from causeway.checkpoint.final import load_model_weights
+from causeway.checkpoint.discovery import resolve_checkpoint
+from causeway.checkpoint.weights import load_model_weights
 from causeway.config import load_config
 from causeway.convert.arch import convert_arch, to_encoder_decoder
-from causeway.convert.checkpoints import (
-    checkpoint_config,
-    consolidate,
-    describe,
-    resolve_checkpoint,
-)
+from causeway.convert.checkpoints import checkpoint_config, consolidate, describe
 from causeway.models import build_model, materialize
 from causeway.train.trainer import run_training
 

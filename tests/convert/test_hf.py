@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from causeway.checkpoint.final import load_model_weights, save_final
+from causeway.checkpoint.commit import save_final
+from causeway.checkpoint.weights import load_model_weights
 from causeway.config import ConfigError, ModelConfig, RunConfig
 from causeway.config.checks import check_config
 from causeway.convert.checkpoints import checkpoint_config

@@ -8,7 +8,7 @@ import torch.distributed as dist
 
 from causeway.data_pipeline.stream import DataStream
 
-from .stream_helpers import chunks_in, take
+from .stream_helpers import take
 
 
 def read_then_gather_state(data_dir: str, steps: int, args: dict) -> dict:
@@ -19,5 +19,5 @@ def read_then_gather_state(data_dir: str, steps: int, args: dict) -> dict:
     batches = take(stream, steps)
     return {
         "state": stream.global_state_dict(),
-        "seen": [[*key, count] for key, count in chunks_in(batches).items()],
+        "provenance": [b["provenance"][:, 1].tolist() for b in batches],
     }

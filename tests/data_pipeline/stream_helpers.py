@@ -21,6 +21,30 @@ def take(stream: DataStream, n: int) -> list[dict[str, torch.Tensor]]:
     return list(itertools.islice(stream, n))
 
 
+def global_batches(per_rank: list[list[dict]]) -> list[dict]:
+    """The global batches from each rank's batches: rows in rank order (segment-wide arrays,
+    prefix_lengths and provenance, padded to the widest rank as one process pads them)."""
+    fill = {"prefix_lengths": 0, "provenance": -1}
+    out = []
+    for parts in zip(*per_rank, strict=True):
+        batch = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts]
+            if key in fill:
+                width = max(v.shape[1] for v in values)
+                values = [_widen(v, width, fill[key]) for v in values]
+            batch[key] = torch.cat(values)
+        out.append(batch)
+    return out
+
+
+def _widen(value: torch.Tensor, width: int, fill: int) -> torch.Tensor:
+    if value.shape[1] == width:
+        return value
+    shape = (value.shape[0], width - value.shape[1], *value.shape[2:])
+    return torch.cat([value, torch.full(shape, fill, dtype=value.dtype)], dim=1)
+
+
 def same(a: list[dict], b: list[dict]) -> bool:
     return len(a) == len(b) and all(
         x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

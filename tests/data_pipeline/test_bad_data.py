@@ -18,7 +18,7 @@ from .conftest import write_dataset
 from .stream_helpers import chunks_in, take
 
 ARGS = {"split": "train", "objective": "full_lm", "arch": "decoder", "seq_len": 256,
-        "batch_size": 2, "seed": 0, "lanes": 1, "provenance": True}  # fmt: skip
+        "batch_size": 2, "seed": 0, "readers": 1, "provenance": True}  # fmt: skip
 
 
 def _offsets(path: Path) -> list[tarfile.TarInfo]:
@@ -102,7 +102,7 @@ def test_nothing_readable_fails_at_start_naming_the_dataset(damaged: Path) -> No
 
 
 def test_data_vanishing_during_a_run_is_an_error_not_a_hang(damaged: Path) -> None:
-    s = DataStream(damaged, **(ARGS | {"lanes": 2}))
+    s = DataStream(damaged, **(ARGS | {"readers": 2}))
     for shard in damaged.glob("train-*.tar"):
         shard.unlink()
     with pytest.raises(RuntimeError, match="dataset 'bad'.*two epochs in a row"):

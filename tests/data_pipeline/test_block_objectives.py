@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.block_examples import Examples
+from causeway.data_pipeline.block_examples import DocBlock, Examples
 from causeway.data_pipeline.block_objectives import make_block_objective
-from causeway.data_pipeline.doc_reader import DocBlock
 from causeway.data_pipeline.objectives import (
     Example,
     Seq2SeqExample,

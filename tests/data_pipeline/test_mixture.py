@@ -13,7 +13,7 @@ from .conftest import write_dataset
 from .stream_helpers import chunks_in, same, take
 
 ARGS = {"split": "train", "objective": "full_lm", "arch": "decoder", "seq_len": 32,
-        "batch_size": 4, "seed": 0, "lanes": 2, "provenance": True}  # fmt: skip
+        "batch_size": 4, "seed": 0, "readers": 2, "provenance": True}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -151,7 +151,7 @@ def test_large_vocabularies_are_stored_as_uint32(uneven: Path, tmp_path: Path) -
     (out / "index.json").write_text(json.dumps(index))
     assert {p.name.rsplit(".", 1)[0] for p in out.glob("*.tar")} == {"train-000000"}
     args = {"split": "train", "objective": "full_lm", "arch": "decoder", "seq_len": 32,
-            "batch_size": 2, "lanes": 1, "loop": False}  # fmt: skip
+            "batch_size": 2, "readers": 1, "loop": False}  # fmt: skip
 
     def scored_tokens(data: Path) -> np.ndarray:  # the same documents, in another shard layout
         batches = list(DataStream(data, **args))

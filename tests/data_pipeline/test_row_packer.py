@@ -24,9 +24,9 @@ def packed(blocks, batch_size: int, capacity: tuple[int, ...], finish, max_segme
         while start < len(ex):
             start = packer.place(ex, sizes, start, len(ex))
             if packer.full:
-                batches.append(to_torch(finish(packer.take_parts())))
+                batches.append(to_torch(finish(packer.take_placements())))
     if not packer.empty:
-        batches.append(to_torch(finish(packer.take_parts())))
+        batches.append(to_torch(finish(packer.take_placements())))
     return batches
 
 

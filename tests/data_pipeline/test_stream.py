@@ -18,7 +18,7 @@ SPAN = {"objective": "span_corruption", "arch": "decoder", "seq_len": 32, "batch
 
 def stream(data: Path, **kwargs) -> DataStream:
     args = {"split": "train", "objective": "full_lm", "arch": "decoder", "seq_len": 32,
-            "batch_size": 3, "seed": 0, "lanes": 3} | kwargs  # fmt: skip
+            "batch_size": 3, "seed": 0, "readers": 3} | kwargs  # fmt: skip
     return DataStream(data, **args)
 
 
@@ -33,7 +33,7 @@ def test_same_arguments_same_batches_other_seed_other_batches(uneven: Path) -> N
     [
         SPAN,
         {"objective": "span_corruption", "arch": "encoder_decoder", "seq_len": 48},
-        {"objective": "prefix_lm", "lanes": 1},
+        {"objective": "prefix_lm", "readers": 1},
     ],  # fmt: skip
 )
 def test_resumed_stream_continues_bit_for_bit(uneven: Path, kwargs: dict) -> None:
@@ -67,12 +67,15 @@ def test_state_round_trips_through_distributed_checkpoint(uneven: Path, tmp_path
 
 
 def test_one_pass_reads_every_chunk_once_and_ends(uneven: Path) -> None:
-    """loop=False with one rank: every chunk of the epoch exactly once, then the end; only the
-    last batch of each lane may have empty rows."""
+    """loop=False with one rank: every chunk of the epoch exactly once, then the end; a
+    reader's row is empty only once that reader has run dry (every later row empty too)."""
     batches = list(stream(uneven, loop=False, provenance=True))
     assert chunks_in(batches) == all_chunks(uneven, 33)
-    empty_rows = [int((b["segment_ids"].amax(dim=1) == 0).sum()) for b in batches]
-    assert sum(1 for e in empty_rows if e) <= 3
+    empty = torch.stack([b["segment_ids"].amax(dim=1) == 0 for b in batches])  # [batch, reader]
+    assert not empty[-1].all() and empty.any()
+    for reader in range(3):
+        first = int(empty[:, reader].int().argmax()) if empty[:, reader].any() else len(batches)
+        assert empty[first:, reader].all()
 
 
 def test_looping_stream_moves_on_to_reshuffled_epochs(uneven: Path) -> None:
@@ -107,10 +110,10 @@ def test_metrics_count_what_the_batches_hold(uneven: Path) -> None:
 
 
 def test_layout_errors(uneven: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"num_workers 3 must divide lanes 4.*\[0, 1, 2, 4\]"):
-        stream(uneven, lanes=4, num_workers=3)
+    with pytest.raises(ValueError, match=r"readers \(2\) must divide .* valid: \[1, 3\]"):
+        stream(uneven, readers=2)
     with pytest.raises(ValueError, match="fewer than its 200 readers"):
-        stream(uneven, lanes=100, world_size=2)
+        stream(uneven, batch_size=200, readers=200, world_size=2)
     with pytest.raises(ValueError, match="mtf.*pair"):
         stream(uneven, objective="mtf")
     with pytest.raises(KeyError, match="available"):
@@ -124,7 +127,7 @@ def test_states_only_load_where_they_belong(uneven: Path) -> None:
     take(s, 3)
     with pytest.raises(ValueError, match="seed 0"):
         stream(uneven, seed=5).load_state_dict(s.state_dict())
-    ranks = [stream(uneven, rank=r, world_size=2) for r in range(2)]
+    ranks = [stream(uneven, rank=r, world_size=2, batch_size=4, readers=2) for r in range(2)]
     with pytest.raises(ValueError, match="cannot be loaded by rank 1"):
         ranks[1].load_state_dict(ranks[0].state_dict())
     with pytest.raises(ValueError, match="one state per rank"):

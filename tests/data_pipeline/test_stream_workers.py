@@ -13,7 +13,7 @@ from causeway.data_pipeline.stream import DataStream
 from .stream_helpers import same, take
 
 ARGS = {"split": "train", "objective": "span_corruption", "arch": "encoder_decoder",
-        "seq_len": 48, "batch_size": 2, "seed": 5, "lanes": 2}  # fmt: skip
+        "seq_len": 48, "batch_size": 2, "seed": 5, "readers": 2}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -30,14 +30,14 @@ def stream(data: Path, workers: int, **kwargs) -> DataStream:
 def test_workers_change_nothing_and_resume_across_worker_counts(uneven: Path) -> None:
     reference = take(stream(uneven, 0), 40)
     two = stream(uneven, 2)
-    assert same(take(two, 9), reference[:9])  # lanes 0 and 1 in two processes
+    assert same(take(two, 9), reference[:9])  # readers 0 and 1 in two processes
     one = stream(uneven, 1)
     one.load_state_dict(two.state_dict())
     assert same(take(one, 12), reference[9:21])
     none = stream(uneven, 0)
     none.load_state_dict(one.state_dict())
     assert same(take(none, 8), reference[21:29])
-    two_again = stream(uneven, 2)  # resumes with lane 1 next: worker 0 runs lane 1
+    two_again = stream(uneven, 2)
     two_again.load_state_dict(none.state_dict())
     assert same(take(two_again, 11), reference[29:])
     assert two_again.metrics() == _metrics_after(uneven, 40)

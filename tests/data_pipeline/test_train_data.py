@@ -7,7 +7,7 @@ from pathlib import Path
 from causeway.config import load_config
 from causeway.train.data import build_data
 
-from .stream_helpers import same, take
+from .stream_helpers import global_batches, same, take
 
 
 def config(data: Path, *extra: str):
@@ -31,8 +31,10 @@ def test_train_stream_resumes_and_validation_repeats(uneven: Path) -> None:
     assert data.stream.metrics()["data/tokens/uneven"] > 0
 
 
-def test_data_parallel_ranks_get_different_batches(uneven: Path) -> None:
+def test_data_parallel_ranks_get_their_rows_of_the_global_batch(uneven: Path) -> None:
     cfg = config(uneven)
+    whole = build_data(cfg)
     rank0, rank1 = (build_data(cfg, rank=r, world_size=2) for r in range(2))
-    assert not same(take(rank0.train, 3), take(rank1.train, 3))
-    assert not same(rank0.validation(1), rank1.validation(1))
+    assert same(global_batches([take(rank0.train, 3), take(rank1.train, 3)]), take(whole.train, 3))
+    assert next(rank0.train)["tokens"].shape[0] == 1  # batch 2 over 2 ranks
+    assert same(global_batches([rank0.validation(2), rank1.validation(2)]), whole.validation(2))

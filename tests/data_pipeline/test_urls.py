@@ -18,7 +18,7 @@ from causeway.data_pipeline.stream import DataStream
 from .stream_helpers import same, take
 
 ARGS = {"split": "train", "objective": "span_corruption", "arch": "decoder", "seq_len": 48,
-        "batch_size": 2, "seed": 0, "lanes": 2}  # fmt: skip
+        "batch_size": 2, "seed": 0, "readers": 2}  # fmt: skip
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -53,7 +53,7 @@ def test_http_dataset_reads_like_the_local_one(server: tuple[str, Path], uneven:
     assert same(take(remote, 25), take(DataStream(uneven, **ARGS), 25))
     assert "7 shards, 171 documents" in inspect_dataset(url, samples=1)
     (copy / "train-000003.tar").unlink()  # now a 404: counted as missing, the rest goes on
-    s = DataStream(url, **(ARGS | {"lanes": 1}))
+    s = DataStream(url, **(ARGS | {"readers": 1}))
     take(s, 400)
     assert s.metrics()["data/missing_shards"] >= 1
     assert s.metrics()["data/bad_shards"] == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from causeway.checkpoint.final import save_final
+from causeway.checkpoint.commit import save_final
 from causeway.config import load_config
 from causeway.models import build_model, materialize
 

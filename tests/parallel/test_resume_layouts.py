@@ -1,5 +1,7 @@
 """A checkpoint saved under one layout resumes under another with the losses of an
-uninterrupted one-process run (fp32, 1e-5 relative)."""
+uninterrupted one-process run (fp32, 1e-5 relative): the weights are resharded and the data
+stream, read by share, hands each new data-parallel rank its readers (2 -> 4 and 4 -> 2
+data-parallel ranks included), so the global batches are those of the run that never stopped."""
 
 from __future__ import annotations
 
@@ -15,11 +17,15 @@ RECIPE = "tiny-nd-mlm"
 LAYOUTS = {
     "one": (1, []),
     "dp_shard2": (2, ["parallel.dp_shard=2"]),
+    "dp_shard4": (4, ["parallel.dp_shard=4"]),
     "tp2": (2, ["parallel.tp=2", "parallel.dp_shard=1"]),
     "pp2": (2, ["parallel.pp=2", "parallel.dp_shard=1"]),
     "tp2_pp2": (4, ["parallel.tp=2", "parallel.pp=2", "parallel.dp_shard=1"]),
 }
-CHANGES = [("dp_shard2", "tp2"), ("tp2_pp2", "one"), ("one", "pp2")]
+CHANGES = [
+    ("dp_shard2", "tp2"), ("tp2_pp2", "one"), ("one", "pp2"), ("dp_shard2", "dp_shard4"),
+    ("dp_shard4", "dp_shard2"),
+]  # fmt: skip
 
 
 def run(layout: str, overrides: list[str], run_dir: str) -> list[dict]:

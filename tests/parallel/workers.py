@@ -26,20 +26,78 @@ def local_state_bytes(recipe: str, overrides: list[str]) -> dict[str, int]:
     from causeway.train.data import build_data
     from causeway.train.distributed import init_distributed
     from causeway.train.optim import build_optimizer
-    from causeway.train.step import train_step
+    from causeway.train.step import StepSettings, train_step
     from causeway.train.trainer import build_parallel_model
 
     cfg = load_config(recipe, overrides)
     env = init_distributed("cpu")
     pm = build_parallel_model(cfg, env)
     optimizer = build_optimizer(cfg.optimizer, list(pm.parameters()))
-    train_step(
-        pm, optimizer, next(build_data(cfg).train), arch=cfg.model.arch,
-        micro_batch_size=cfg.data.micro_batch_size, z_loss=0.0, grad_clip=1.0,
-        precision="fp32", device=env.device,
-    )  # fmt: skip
+    settings = StepSettings(cfg.model.arch, cfg.data.micro_batch_size, 0.0, 1.0, "fp32", env.device)
+    train_step(pm, optimizer, next(build_data(cfg).train), settings)
     state = [
         v for s in optimizer.state.values() for v in s.values()
         if isinstance(v, torch.Tensor) and v.ndim > 0
     ]  # fmt: skip
     return {"parameters": local_bytes(pm.parameters()), "optimizer": local_bytes(state)}
+
+
+def synthetic_batch(cfg, rows: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random tokens, every position a loss token."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (rows, cfg.data.seq_len)
+    tokens = torch.randint(0, cfg.model.vocab_size, shape, generator=g)
+    mask = torch.ones(shape, dtype=torch.bool)
+    return {"tokens": tokens, "targets": tokens.roll(-1, 1), "loss_mask": mask}
+
+
+def per_tensor_norm(grads, pp_group) -> torch.Tensor:
+    """The gradient norm as computed before: each tensor's norm made whole
+    (`full_tensor`, one all-reduce per DTensor), then summed over pipeline stages."""
+    from torch.distributed.tensor import DTensor
+
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]
+    whole = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
+    squared = torch.stack(whole).square().sum()
+    if pp_group is not None:
+        torch.distributed.all_reduce(squared, group=pp_group)
+    return squared.sqrt()
+
+
+def grad_norm_collectives(recipe: str, overrides: list[str]) -> dict:
+    """After one forward-backward, the gradient norm as the step computes it and as the
+    per-tensor reference does, with the collectives each of them issued."""
+    from torch.distributed.tensor.debug import CommDebugMode
+
+    from causeway.parallel.pipeline import reduce_tied_gradients
+    from causeway.train.distributed import init_distributed
+    from causeway.train.step import (
+        StepSettings,
+        counted_parameters,
+        forward_backward,
+        grad_norm_and_clip,
+    )
+    from causeway.train.trainer import build_parallel_model
+
+    cfg = load_config(recipe, overrides)
+    env = init_distributed("cpu")
+    pm = build_parallel_model(cfg, env)
+    # This rank's share of the rows, its own on each data-parallel rank (tp and pp
+    # peers see the same); the normaliser is the job's loss tokens.
+    share = cfg.data.batch_size // pm.dims.dp
+    batch = synthetic_batch(cfg, share, seed=pm.local_rank("dp"))
+    normalizer = torch.tensor(float(cfg.data.batch_size * cfg.data.seq_len))
+    forward_backward(pm, batch, normalizer, StepSettings.from_config(cfg, env.device), train=True)
+    reduce_tied_gradients(pm.parts, pm.tied_group)
+    grads = [p.grad for p in counted_parameters(pm) if p.grad is not None]
+    with CommDebugMode() as before:
+        reference = per_tensor_norm(grads, pm.group("pp"))
+    with CommDebugMode() as after:
+        norm = grad_norm_and_clip(pm, 0.0, env.device)
+    return {
+        "norm": norm.item(),
+        "reference": reference.item(),
+        "tensors": len(grads),
+        "collectives": after.get_total_counts(),
+        "reference_collectives": before.get_total_counts(),
+    }

@@ -4,13 +4,14 @@ import pytest
 import torch
 import yaml
 
-from causeway.checkpoint.final import is_committed, load_model_weights
+from causeway.checkpoint.commit import is_committed
+from causeway.checkpoint.weights import load_model_weights
 from causeway.config import dump_yaml, load_config
 from causeway.models import build_model, materialize, model_inputs
 from causeway.parallel.apply import ParallelModel
 from causeway.parallel.dims import ParallelDims
 from causeway.train.data import build_data
-from causeway.train.step import train_step
+from causeway.train.step import StepSettings, train_step
 from causeway.train.trainer import run_training
 
 
@@ -57,11 +58,8 @@ def one_step(cfg, micro):
     model = materialize(build_model(cfg.model), "cpu", seed=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     pm = ParallelModel([model], ParallelDims(1, 1, 1, 1, 1))
-    result = train_step(
-        pm, opt, batch, arch=cfg.model.arch, micro_batch_size=micro, z_loss=1e-4,
-        grad_clip=0.0, precision="fp32", device=torch.device("cpu"),
-    )  # fmt: skip
-    return result
+    settings = StepSettings(cfg.model.arch, micro, 1e-4, 0.0, "fp32", torch.device("cpu"))
+    return train_step(pm, opt, batch, settings).materialize()
 
 
 @pytest.mark.parametrize("recipe", ["tiny-nd-mlm", "tiny-ed-mlm"])
@@ -102,7 +100,7 @@ def test_vocabulary_too_small_for_the_tokenizer_is_refused(builtin_dir, tmp_path
 
 
 def test_final_checkpoint_holds_the_data_position(builtin_dir, tmp_path):
-    from causeway.checkpoint.final import load_state
+    from causeway.checkpoint.commit import load_state
 
     cfg = small("tiny-cd-plm", "train.steps=3")
     run_training(cfg, tmp_path / "run")
@@ -110,7 +108,7 @@ def test_final_checkpoint_holds_the_data_position(builtin_dir, tmp_path):
     for _ in range(3):
         next(uninterrupted)
     resumed = build_data(cfg).train
-    template = {"data": resumed.state_dict()}
+    template = {"data": resumed.global_state_dict()}
     load_state(tmp_path / "run" / "checkpoints" / "step_3", template)
     resumed.load_state_dict(template["data"])
     expected, got = next(uninterrupted), next(resumed)

@@ -11,8 +11,8 @@ import torch.distributed as dist
 from causeway.config import load_config
 from causeway.models import build_model
 from causeway.models.flops import count_parameters, flops_per_token
-from causeway.parallel.plan import fake_world, main_plan, plan
-from causeway.parallel.plan_memory import in_flight, optimizer_floats, self_block_bytes
+from causeway.plan.memory import in_flight, optimizer_floats, self_block_bytes
+from causeway.plan.report import fake_world, main_plan, plan
 
 # The recipes' lengths are not multiples of tp 4 / 8 (626 = 2 x 313, 114 = 2 x 3 x 19):
 # the trainer pads rows for sequence parallelism, so the layouts are valid as they are.

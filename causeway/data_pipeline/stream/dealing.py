@@ -1,12 +1,8 @@
 """Dealing each epoch's shards to the readers: deterministic, balanced, and explicit.
 
-A *reader* is one (rank, lane) pair: `world_size * lanes` readers in all, numbered
-`rank * lanes + lane`. A *piece* is a run of consecutive samples of one shard:
-
-    [epoch, shard, start, stop, first_chunk]
-
-(`first_chunk` > 0 only when a document was cut between batches and continues elsewhere, after
-a resize). Each epoch of each source is dealt afresh from (seed, source, epoch):
+A stream has a fixed number of *readers* (`data.readers`), independent of how many
+data-parallel ranks share them. A *piece* is a run of consecutive samples of one shard. Each
+epoch of each source is dealt afresh from (seed, source, epoch):
 
 1. Pieces: every non-empty shard is one piece; when there are fewer shards than readers, each
    shard is cut into ceil(readers / shards) runs of nearly equal document counts, so that no
@@ -16,8 +12,8 @@ a resize). Each epoch of each source is dealt afresh from (seed, source, epoch):
    lowest reader number). Readers therefore get nearly equal token counts, whatever the shard
    sizes, and each reader reads its pieces in the shuffled order.
 
-Because a reader's work is an explicit list of pieces, it can be saved, handed to another
-reader or split among more readers (see `stream_state.redistribute`).
+Because a reader's work is an explicit list of pieces, it can be saved, and pooled and dealt
+again when the number of readers changes (see `state.redistribute`).
 """
 
 from __future__ import annotations
@@ -25,13 +21,27 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from causeway.data_pipeline.sources import ShardInfo
 
-Piece = list[int]  # [epoch, shard, start, stop, first_chunk]
-EPOCH, SHARD, START, STOP, FIRST_CHUNK = range(5)
+
+class Piece(NamedTuple):
+    """Samples [start, stop) of one shard in one epoch. `first_chunk` > 0 only when the first
+    document was cut between batches and its earlier chunks were read elsewhere (a resize)."""
+
+    epoch: int
+    shard: int
+    start: int
+    stop: int
+    first_chunk: int = 0
+
+    def tokens(self, shards: Sequence[ShardInfo]) -> float:
+        """Estimated tokens: the piece's share of its shard's documents times its tokens."""
+        shard = shards[self.shard]
+        return shard.tokens * (self.stop - self.start) / max(shard.documents, 1)
 
 
 def epoch_pieces(shards: Sequence[ShardInfo], epoch: int, num_readers: int) -> list[Piece]:
@@ -42,14 +52,8 @@ def epoch_pieces(shards: Sequence[ShardInfo], epoch: int, num_readers: int) -> l
     for i in non_empty:
         docs = shards[i].documents
         bounds = np.linspace(0, docs, min(cuts, docs) + 1).round().astype(int).tolist()
-        pieces += [[epoch, i, a, b, 0] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        pieces += [Piece(epoch, i, a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
     return pieces
-
-
-def piece_tokens(piece: Piece, shards: Sequence[ShardInfo]) -> float:
-    """Estimated tokens of a piece: its share of the shard's documents times the shard's tokens."""
-    shard = shards[piece[SHARD]]
-    return shard.tokens * (piece[STOP] - piece[START]) / max(shard.documents, 1)
 
 
 def deal(
@@ -69,8 +73,8 @@ def deal_in_order(
     heap = [(0.0, reader) for reader in range(num_readers)]
     for piece in pieces:
         load, reader = heapq.heappop(heap)
-        shares[reader].append(list(piece))
-        heapq.heappush(heap, (load + piece_tokens(piece, shards), reader))
+        shares[reader].append(piece)
+        heapq.heappush(heap, (load + piece.tokens(shards), reader))
     return shares
 
 
@@ -89,7 +93,7 @@ class Dealer:
             if len(self._cache) >= 4:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = deal(self.shards, self.seed, self.source, epoch, num_readers)
-        return [list(p) for p in self._cache[key][reader]]
+        return list(self._cache[key][reader])
 
     def share_tokens(self, epoch: int, num_readers: int, reader: int) -> float:
-        return sum(piece_tokens(p, self.shards) for p in self.share(epoch, num_readers, reader))
+        return sum(p.tokens(self.shards) for p in self.share(epoch, num_readers, reader))

@@ -1,11 +1,11 @@
 """`causeway plan`: what a layout costs per GPU, before any GPU is involved.
 
-The real model is built on the meta device and the real parallel plan is applied to it
-(pipeline split, tensor parallel, activation checkpointing, FSDP) under a fake process
+The real model is built on the meta device and the trainer's own layout code is applied
+to it (pipeline split, tensor parallel, activation checkpointing, FSDP) under a fake process
 group of the requested world size: no collective runs and no memory is allocated. The
 local shards of that model give each pipeline rank's parameter, gradient and optimizer
-bytes; `plan_memory.py` adds activations and working buffers, `gpus.py` the GPU figures
-and the step-time / MFU estimate.
+bytes; `memory.py` adds activations and working buffers, `gpus.py` the GPU figures and
+the step-time / MFU estimate.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from causeway.models import build_model
 from causeway.models.flops import count_parameters
 from causeway.parallel.apply import apply_layout
 from causeway.parallel.dims import ParallelDims
-from causeway.parallel.gpus import ASSUMPTIONS, GPU, gpu_spec, step_estimate, tokens_per_step
 from causeway.parallel.pipeline import build_pipeline, make_stage, stage_ids
-from causeway.parallel.plan_memory import (
+from causeway.plan.gpus import ASSUMPTIONS, GPU, gpu_spec, step_estimate, tokens_per_step
+from causeway.plan.memory import (
     FP32,
     RankShape,
     activation_bytes,

@@ -1,4 +1,4 @@
-"""One reader's walk through one source: pieces of shards -> blocks of decoded documents.
+"""`ShardWalk`: one reader's walk through one source, pieces of shards -> blocks of documents.
 
 Bad data never stops the walk. A shard that cannot be opened, a truncated or corrupt tar, a
 sample without decodable ids, a shard with fewer samples than its index entry, or a sha256 that
@@ -11,42 +11,22 @@ run with an error naming the dataset.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from causeway.data_pipeline.dealing import EPOCH, FIRST_CHUNK, SHARD, START, STOP, Dealer, Piece
+from causeway.data_pipeline.block_examples import DocBlock, Event
 from causeway.data_pipeline.samples import decode_samples
 from causeway.data_pipeline.sources import SourceData
+from causeway.data_pipeline.stream.dealing import Dealer, Piece
 from causeway.data_pipeline.tar_reader import ShardError, TarSampleReader
 from causeway.data_pipeline.urls import open_url
 
 logger = logging.getLogger("causeway.data")
 
 BLOCK_DOCS = 4096
-Event = tuple[int, str]  # (sample index, counter name)
 
 
-@dataclass
-class DocBlock:
-    """Consecutive documents of one piece. `tokens` holds them back to back; for pair data each
-    document is its inputs followed by its targets and `input_lengths` says where they meet."""
-
-    source: int
-    epoch: int
-    shard: int
-    piece_stop: int
-    samples: np.ndarray
-    tokens: np.ndarray
-    lengths: np.ndarray
-    input_lengths: np.ndarray | None
-    first_chunk: int
-    next_sample: int
-    piece_done: bool
-    events: list[Event] = field(default_factory=list)
-
-
-class SourceReader:
+class ShardWalk:
     """Reads the pieces in `queue` and, when it runs dry, deals itself the next epoch."""
 
     def __init__(
@@ -65,7 +45,7 @@ class SourceReader:
         self.dealer = dealer
         self.reader = reader
         self.num_readers = num_readers
-        self.queue = [list(p) for p in queue]
+        self.queue = [Piece(*p) for p in queue]
         self.next_epoch = next_epoch
         self.loop = loop
         self.verify = verify
@@ -75,6 +55,12 @@ class SourceReader:
         self._first_read = False
         self._docs_since_deal = 0
         self._barren_epochs = 0
+        self._closed_bytes = 0
+
+    @property
+    def bytes_read(self) -> int:
+        """Shard bytes this walk has read in this process (not carried through resumption)."""
+        return self._closed_bytes + (self._tar.bytes_read if self._tar is not None else 0)
 
     @property
     def exhausted(self) -> bool:
@@ -99,11 +85,12 @@ class SourceReader:
         """Pieces left, starting where reading stands (the current piece from its next sample)."""
         head = []
         if self.current is not None and self._tar is not None:
-            head = [[*self.current[:START], self._tar.next_index, self.current[STOP], 0]]
-        return head + [list(p) for p in self.queue]
+            head = [self.current._replace(start=self._tar.next_index, first_chunk=0)]
+        return head + list(self.queue)
 
     def close(self) -> None:
         if self._tar is not None:
+            self._closed_bytes += self._tar.bytes_read
             self._tar.close()
             self._tar = None
 
@@ -132,14 +119,14 @@ class SourceReader:
         """Open the current piece's shard and move to its first sample; on failure, a block
         with the event and the piece given up."""
         piece = self.current
-        shard = self.data.shards[piece[SHARD]]
-        hash_it = self.verify and shard.sha256 is not None and piece[STOP] == shard.documents
+        shard = self.data.shards[piece.shard]
+        hash_it = self.verify and shard.sha256 is not None and piece.stop == shard.documents
         try:
             self._tar = TarSampleReader(open_url(shard.url), shard.url, hash_bytes=hash_it)
         except (OSError, ValueError) as e:
             return self._give_up(ShardError(shard.url, f"cannot open ({e})", unreadable=True))
         self._first_read = True
-        error = self._tar.skip(piece[START])
+        error = self._tar.skip(piece.start)
         if error is not None:
             return self._give_up(error)
         return None
@@ -147,11 +134,11 @@ class SourceReader:
     def _read(self) -> DocBlock:
         piece, tar = self.current, self._tar
         first = tar.next_index
-        wanted = min(piece[STOP] - first, BLOCK_DOCS)
+        wanted = min(piece.stop - first, BLOCK_DOCS)
         samples, error = tar.read(wanted, self.block_bytes)
         kept, parts, lengths, inputs, bad = decode_samples(samples, self.data)
         events = [self._bad_sample(index, why) for index, why in bad]
-        done = error is not None or tar.next_index >= piece[STOP] or not samples
+        done = error is not None or tar.next_index >= piece.stop or not samples
         if error is not None:
             events.append(self._shard_event(error, first + len(samples)))
         elif not samples:
@@ -160,9 +147,9 @@ class SourceReader:
             events += self._check_hash()
         block = DocBlock(
             source=-1,
-            epoch=piece[EPOCH],
-            shard=piece[SHARD],
-            piece_stop=piece[STOP],
+            epoch=piece.epoch,
+            shard=piece.shard,
+            piece_stop=piece.stop,
             samples=np.asarray(kept, dtype=np.int64),
             tokens=np.frombuffer(b"".join(parts), dtype=self.data.dtype),
             lengths=np.asarray(lengths, dtype=np.int64),
@@ -185,17 +172,19 @@ class SourceReader:
     def _first_chunk(self, kept: list[int]) -> int:
         """Chunks of the piece's first document already consumed elsewhere (after a resize)."""
         piece = self.current
-        starts_piece = self._first_read and kept and kept[0] == piece[START]
-        return piece[FIRST_CHUNK] if starts_piece else 0
+        starts_piece = self._first_read and kept and kept[0] == piece.start
+        return piece.first_chunk if starts_piece else 0
 
     def _give_up(self, error: ShardError) -> DocBlock:
         piece = self.current
         self.close()
         self.current = None
         return DocBlock(
-            -1, piece[EPOCH], piece[SHARD], piece[STOP], np.zeros(0, np.int64),
-            np.zeros(0, self.data.dtype), np.zeros(0, np.int64), None, 0, piece[STOP], True,
-            [self._shard_event(error, piece[START])],
+            source=-1, epoch=piece.epoch, shard=piece.shard, piece_stop=piece.stop,
+            samples=np.zeros(0, np.int64), tokens=np.zeros(0, self.data.dtype),
+            lengths=np.zeros(0, np.int64), input_lengths=None, first_chunk=0,
+            next_sample=piece.stop, piece_done=True,
+            events=[self._shard_event(error, piece.start)],
         )  # fmt: skip
 
     # -- events -------------------------------------------------------------------------------
@@ -211,7 +200,7 @@ class SourceReader:
         return (at, "missing_shards" if unreadable else "bad_shards")
 
     def _short_shard(self, at: int) -> Event:
-        shard = self.data.shards[self.current[SHARD]]
+        shard = self.data.shards[self.current.shard]
         if self._tar is not None and self._tar.bytes_read == 0:
             logger.warning("%s: empty or missing, skipped", shard.url)
             return (at, "missing_shards")
@@ -221,18 +210,18 @@ class SourceReader:
         return (at, "bad_shards")
 
     def _check_hash(self) -> list[Event]:
-        shard = self.data.shards[self.current[SHARD]]
+        shard = self.data.shards[self.current.shard]
         try:
             digest = self._tar.hexdigest()
         except ShardError as e:
-            return [self._shard_event(e, self.current[STOP])]
+            return [self._shard_event(e, self.current.stop)]
         if digest is None or digest == shard.sha256:
             return []
         logger.warning(
             "%s: sha256 %s does not match index.json (%s); the shard changed after it was "
             "prepared", shard.url, digest, shard.sha256,
         )  # fmt: skip
-        return [(self.current[STOP], "sha256_mismatches")]
+        return [(self.current.stop, "sha256_mismatches")]
 
     def _url(self) -> str:
-        return self.data.shards[self.current[SHARD]].url if self.current else self.data.path
+        return self.data.shards[self.current.shard].url if self.current else self.data.path

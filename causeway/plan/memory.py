@@ -1,7 +1,7 @@
 """Per-rank memory of a layout: optimizer state, activations and working buffers.
 
-Parameters and gradients come from the real parallel plan (`plan.py` measures local
-shards); this module holds the rules for what the plan cannot measure on the meta device.
+Parameters and gradients come from the real layout applied to the meta model (`report.py`
+measures local shards); this module holds the rules for what cannot be measured there.
 
 Activations kept for backward, per token, per transformer block, eager PyTorch with a
 flash/SDPA kernel (attention scores are never stored), in the compute dtype (bf16 = 2

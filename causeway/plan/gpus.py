@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from causeway.config import ConfigError, RunConfig
 from causeway.models.flops import flops_per_sequence
 from causeway.parallel.dims import ParallelDims
-from causeway.parallel.plan_memory import (
+from causeway.plan.memory import (
     FP32,
     RankShape,
     act_bytes,
