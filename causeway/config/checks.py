@@ -13,6 +13,13 @@ import signal
 
 from causeway.config.loading import ConfigError
 from causeway.config.schema import RunConfig
+from causeway.data_pipeline.objective_rules import (
+    ENCODER_DECODER_OBJECTIVES,
+    PARAM_DEFAULTS,
+    check_params,
+    objective_shape,
+    params_of,
+)
 
 DECODER_VISIBILITIES = {
     "full_lm": {"causal"},
@@ -21,7 +28,6 @@ DECODER_VISIBILITIES = {
     "mtf": {"causal", "prefix"},
     "masked_lm": {"bidirectional"},
 }
-ENCODER_DECODER_OBJECTIVES = {"prefix_lm", "span_corruption", "mtf"}
 
 WHY = {
     ("full_lm", "prefix"): "full_lm has no input prefix, so prefix visibility means nothing",
@@ -81,8 +87,10 @@ def check_model(config: RunConfig) -> None:
 
 def check_objective(config: RunConfig) -> None:
     m, name, o = config.model, config.objective.name, config.objective
-    if not 0.0 < o.noise_density < 1.0 or not 0.0 < o.mask_prob < 1.0:
-        raise ConfigError("objective.noise_density and objective.mask_prob must be in (0, 1)")
+    try:
+        check_params({param: getattr(o, param) for param in PARAM_DEFAULTS})
+    except ValueError as e:
+        raise ConfigError(f"objective.{e}") from None
     if m.arch == "encoder_decoder":
         if name not in ENCODER_DECODER_OBJECTIVES:
             allowed = ", ".join(sorted(ENCODER_DECODER_OBJECTIVES))
@@ -138,18 +146,17 @@ def check_data(config: RunConfig) -> None:
 
 
 def resolve_encoder_decoder_lengths(config: RunConfig) -> None:
-    from causeway.data_pipeline.objectives import span_corruption_lengths
-
+    """data.inputs_length (default seq_len) and targets_length (default: T5's rule for
+    span corruption, else inputs_length), by the objective's own length rules."""
     d, o = config.data, config.objective
-    if d.inputs_length is None:
-        d.inputs_length = d.seq_len
-    if d.targets_length is None:
-        if o.name == "span_corruption":
-            _, _, d.targets_length = span_corruption_lengths(
-                d.inputs_length, o.noise_density, o.mean_noise_span_length
-            )
-        else:
-            d.targets_length = d.inputs_length
+    try:
+        shape = objective_shape(
+            o.name, "encoder_decoder", d.seq_len, d.inputs_length, d.targets_length,
+            params_of(o.name, o),
+        )  # fmt: skip
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from None
+    d.inputs_length, d.targets_length = shape.inputs_length, shape.targets_length
 
 
 def check_training(config: RunConfig) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from causeway.data_pipeline.objective_rules import MASK_PROB, MEAN_NOISE_SPAN_LENGTH, NOISE_DENSITY
+
 
 @dataclass
 class ModelConfig:
@@ -91,9 +93,9 @@ class DataConfig:
 @dataclass
 class ObjectiveConfig:
     name: Literal["full_lm", "prefix_lm", "span_corruption", "masked_lm", "mtf"] = "full_lm"
-    noise_density: float = 0.15
-    mean_noise_span_length: float = 3.0
-    mask_prob: float = 0.15
+    noise_density: float = NOISE_DENSITY
+    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH
+    mask_prob: float = MASK_PROB
 
 
 @dataclass

@@ -8,12 +8,12 @@ Preparation: `prepare` (builtin corpus and files; parallel, resumable), `prepare
 Reading: `stream.DataStream` (the resumable, rank- and worker-aware batch stream; see
 docs/data.md), built from `sources` (datasets and mixtures), `urls` (local, pipe:, http),
 `dealing` (shards to readers per epoch), `doc_reader` and `tar_reader` (documents, bad data),
-`block_objectives`/`span_block` (objectives on whole blocks), `row_packer` (packing), `lane`
+`objective_rules` (the objectives' lengths and parameters), `block_objectives`/`span_block`
+(objectives on whole blocks), `row_packer` (packing), `lane`
 (one reader's pipeline), `stream_state` (state, merging, resizing), `stream_iteration`
 (in-process or DataLoader workers) and `inspection` (`causeway data inspect`).
 
-The per-document reference implementations (`objectives`, `span_corruption`, `packing`,
-`examples`) and the simple sequential reader (`reader`, `loader.iter_examples`) stay as the
-specification the vectorised path is tested against. Nothing is imported here, so
+The per-document specification the vectorised path is tested against lives in
+tests/data_pipeline/reference/. Nothing is imported here, so
 `import causeway.data_pipeline.tokenizer` does not pull in torch.
 """

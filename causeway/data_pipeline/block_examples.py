@@ -31,6 +31,7 @@ class DocBlock:
     next_sample: int
     piece_done: bool
     events: list[Event] = field(default_factory=list)
+    first_offset: int = 0  # positions of document 0's first example packed before (a split)
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """The pretraining objectives applied to a whole block of documents at once (numpy, no loop per
 document or token).
 
-Semantics are those of `objectives.py` (same lengths, loss masks, prefixes, chunking and
-truncation rules, checked against it in tests); only the source of randomness differs: every
-random choice is hashed from (seed, source, epoch, shard, sample, chunk) so that an example
-is the same however the data is split among ranks, readers and workers and wherever a run resumes.
+Lengths and parameters are those of `objective_rules.objective_shape`; semantics (loss masks,
+prefixes, chunking and truncation rules) are those of the per-document specification in
+tests/data_pipeline/reference/, checked against it in tests. Only the source of randomness
+differs: every random choice is hashed from (seed, source, epoch, shard, sample, chunk) so
+that an example is the same however the data is split among ranks, readers and workers and
+wherever a run resumes.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from causeway.data_pipeline.block_examples import (
 )
 from causeway.data_pipeline.block_ops import offsets, take_runs, within
 from causeway.data_pipeline.hash_random import below, combine, uniform
-from causeway.data_pipeline.objectives import Objective, make_objective
+from causeway.data_pipeline.objective_rules import (
+    MASK_PROB,
+    MEAN_NOISE_SPAN_LENGTH,
+    NOISE_DENSITY,
+    ObjectiveShape,
+    objective_shape,
+)
 from causeway.data_pipeline.span_block import span_corrupt_block
-from causeway.data_pipeline.span_corruption import MEAN_NOISE_SPAN_LENGTH, NOISE_DENSITY
 
 _SPLIT, _CHOOSE, _ACTION, _RANDOM_TOKEN = 11, 12, 13, 14
 Transform = Callable[[DocBlock, int], Examples]
@@ -37,8 +44,10 @@ Transform = Callable[[DocBlock, int], Examples]
 class BlockObjective:
     """An objective bound to an architecture and length budget, applied per DocBlock.
 
-    `raw_length`, `inputs_length` and `targets_length` are those of `make_objective`;
+    `raw_length`, `inputs_length` and `targets_length` are those of `objective_shape`;
     `row_tokens` is about how many document tokens fill one row (for the finite-pass rule).
+    `splittable`: examples are position-wise (full_lm, masked_lm on decoders), so the packer
+    may split one across two rows; other examples are atomic.
     """
 
     name: str
@@ -49,6 +58,10 @@ class BlockObjective:
     row_tokens: int
     takes_pairs: bool
     apply: Transform
+
+    @property
+    def splittable(self) -> bool:
+        return self.arch == "decoder" and self.name in ("full_lm", "masked_lm")
 
     def __call__(self, docs: DocBlock, seed: int) -> Examples:
         return self.apply(docs, seed)
@@ -63,25 +76,18 @@ def make_block_objective(
     targets_length: int | None = None,
     params: dict[str, float] | None = None,
 ) -> BlockObjective:
-    """Build `name` for `arch` with the checks and length rules of `make_objective`."""
-    params = dict(params or {})
-    spec: Objective = make_objective(
-        name, arch, tokenizer, seq_len, 0, inputs_length=inputs_length,
-        targets_length=targets_length, **params,
-    )  # fmt: skip
-    if arch == "decoder":
-        row = seq_len
-    elif name == "span_corruption":
-        row = spec.raw_length
-    else:
-        row = spec.inputs_length + spec.targets_length
+    """Build `name` for `arch` with the checks and length rules of `objective_shape` (and
+    enough sentinels in `tokenizer` for span corruption)."""
+    spec = objective_shape(name, arch, seq_len, inputs_length, targets_length, params)
+    spec.check_sentinels(tokenizer.num_sentinels)
+    row, params = spec.row_tokens, dict(spec.params)
     return BlockObjective(
         name, arch, spec.raw_length, spec.inputs_length, spec.targets_length, row,
         spec.takes_pairs, _transform(spec, tokenizer, params),
     )  # fmt: skip
 
 
-def _transform(spec: Objective, tokenizer: Any, params: dict[str, float]) -> Transform:
+def _transform(spec: ObjectiveShape, tokenizer: Any, params: dict[str, float]) -> Transform:
     """The block function of `spec` (a partial of a module-level function: picklable, so a
     stream can be sent to DataLoader workers started with spawn)."""
     raw, decoder = spec.raw_length, spec.arch == "decoder"
@@ -90,7 +96,7 @@ def _transform(spec: Objective, tokenizer: Any, params: dict[str, float]) -> Tra
     if spec.name == "prefix_lm":
         return partial(_prefix_lm, raw=raw, decoder=decoder)
     if spec.name == "masked_lm":
-        return partial(_masked_lm, raw=raw, mask_prob=params.get("mask_prob", 0.15),
+        return partial(_masked_lm, raw=raw, mask_prob=params.get("mask_prob", MASK_PROB),
                        mask_id=tokenizer.mask_id, vocab_size=tokenizer.vocab_size)  # fmt: skip
     if spec.name == "mtf":
         return partial(_mtf, raw=raw, decoder=decoder, inputs_length=spec.inputs_length,

@@ -28,17 +28,22 @@ def index_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / INDEX_NAME
 
 
-def write_index(data_dir: str | Path, index: dict[str, Any]) -> Path:
-    """Write index.json atomically: a temp file in the same directory, fsynced, then renamed."""
-    path = index_path(data_dir)
-    temp = path.with_name(f".{INDEX_NAME}.{os.getpid()}.partial")
+def write_json(path: Path, value: Any) -> Path:
+    """Write JSON atomically: a temp file `.NAME.PID.partial` in the same directory, fsynced,
+    then renamed, so a reader never sees half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     with open(temp, "w", encoding="utf-8") as f:
-        json.dump(index, f, indent=2, sort_keys=True)
+        json.dump(value, f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, path)
     return path
+
+
+def write_index(data_dir: str | Path, index: dict[str, Any]) -> Path:
+    """Write index.json atomically (`write_json`)."""
+    return write_json(index_path(data_dir), index)
 
 
 def remove_index(data_dir: str | Path) -> None:
@@ -72,6 +77,15 @@ def parse_index(text: str, path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: missing key {key!r}")
     index.setdefault("format", "tokens")
     return index
+
+
+def make_split_entry(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The index entry of a split made of `shards`: the shard entries and their totals."""
+    return {
+        "shards": shards,
+        "documents": sum(s["documents"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+    }
 
 
 def split_entry(index: dict[str, Any], split: str, where: str | Path = "index.json") -> dict:

@@ -25,8 +25,15 @@ from typing import Any
 import numpy as np
 
 from causeway.data_pipeline.corpus import builtin_documents
-from causeway.data_pipeline.index import INDEX_VERSION, index_path, remove_index, write_index
-from causeway.data_pipeline.prepare_progress import open_progress, read_json, write_json
+from causeway.data_pipeline.index import (
+    INDEX_VERSION,
+    index_path,
+    make_split_entry,
+    remove_index,
+    write_index,
+    write_json,
+)
+from causeway.data_pipeline.prepare_progress import open_progress, read_json
 from causeway.data_pipeline.prepare_units import (
     ENCODE_BATCH,
     SPLITS,
@@ -67,14 +74,6 @@ def index_document(
         "dtype": dtype_name(dtype),
         "format": "pairs" if pairs else "tokens",
         "splits": splits,
-    }
-
-
-def split_entry(shards: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "shards": shards,
-        "documents": sum(s["documents"] for s in shards),
-        "tokens": sum(s["tokens"] for s in shards),
     }
 
 
@@ -229,7 +228,7 @@ def prepare_files(
         log_bad=not counted_now,  # the counting pass has logged them
     )  # fmt: skip
     results = run_units(units, unit_settings, num_proc)
-    splits = {s: split_entry([e for r in results for e in r["splits"][s]]) for s in SPLITS}
+    splits = {s: make_split_entry([e for r in results for e in r["splits"][s]]) for s in SPLITS}
     bad = _report_bad(paths, results)
     if bad and not any(splits[s]["documents"] for s in SPLITS):
         first = next(r["first_bad"] for r in results if r["bad"])

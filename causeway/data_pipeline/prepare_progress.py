@@ -13,22 +13,13 @@ Different settings make the old progress, and the shards it lists, stale: both a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from causeway.data_pipeline.index import write_json
+
 PROGRESS_DIR = ".prepare-progress"
 SETTINGS = "settings.json"
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(temp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
 
 
 def read_json(path: Path) -> Any:

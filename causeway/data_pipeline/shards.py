@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from causeway.data_pipeline.index import make_split_entry
 from causeway.data_pipeline.tar_writer import TarShardWriter, archive_bytes, member_bytes
 
 KEY_DIGITS = 9
@@ -107,11 +108,7 @@ class SplitWriter:
     def close(self) -> dict[str, Any]:
         """Finish the last shard; return this split's index entry (shards written here)."""
         self._close_current()
-        return {
-            "shards": self.shards,
-            "documents": sum(s["documents"] for s in self.shards),
-            "tokens": sum(s["tokens"] for s in self.shards),
-        }
+        return make_split_entry(self.shards)
 
     def abort(self) -> None:
         """Drop the shard being written (its partial file), e.g. after an error."""

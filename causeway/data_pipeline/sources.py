@@ -1,8 +1,9 @@
 """The datasets a stream reads: one prepared dataset, or a weighted mixture of several.
 
 A `Source` names a prepared dataset (a directory or an http(s) URL prefix holding index.json
-and the shards) and its weight in the mixture; `load_source` turns it into the shard list of
-one split with everything the reader needs (URLs, document and token counts, sha256).
+and the shards) and its weight in the mixture; `as_sources` makes sources of every way of
+naming one (a config `data.mixture` entry included) and `load_source` turns a source into the
+shard list of one split with everything the reader needs (URLs, document and token counts, sha256).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from causeway.config.schema import MixtureEntry
 from causeway.data_pipeline.index import parse_index, read_index, split_entry
 from causeway.data_pipeline.tokenizer import DEFAULT_NUM_SENTINELS, Tokenizer
 from causeway.data_pipeline.urls import is_local, join, local_path, read_bytes, shard_url
 
-SourceSpec = Any  # str | Path | Source | Mapping | (path, weight) | a sequence of these
+# str | Path | Source | MixtureEntry | Mapping | (path, weight) | a sequence of these
+SourceSpec = Any
+_FIELDS = ("path", "weight", "name", "shards")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Source:
     `weight`: share of the mixture's tokens (normalised over all sources).
     `name`: label in metrics (default: the last component of `path`).
     `shards`: optional shard URL template with `{name}`, e.g. "pipe:cat /mnt/web/{name}".
+    The fields are those of a run config's `data.mixture` entries (`MixtureEntry`).
     """
 
     path: str
@@ -76,8 +81,9 @@ class SourceData:
 
 
 def as_sources(spec: SourceSpec) -> list[Source]:
-    """Normalise a dataset spec: a path, a `Source`, {"path":, "weight":}, (path, weight), or a
-    list of those. Names must be unique (they key the metrics) and weights positive."""
+    """Normalise a dataset spec: a path, a `Source` or `MixtureEntry`, {"path":, "weight":},
+    (path, weight), or a list of those. Names must be unique (they key the metrics) and
+    weights positive."""
     items = [spec] if _is_single(spec) else list(spec)
     if not items:
         raise ValueError("no datasets given")
@@ -93,31 +99,27 @@ def as_sources(spec: SourceSpec) -> list[Source]:
 
 
 def _is_single(spec: SourceSpec) -> bool:
-    if isinstance(spec, (str, Path, Source, Mapping)):
+    if isinstance(spec, (str, Path, Source, MixtureEntry, Mapping)):
         return True
     return isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], (int, float))
 
 
 def _as_source(item: SourceSpec) -> Source:
-    if isinstance(item, Source):
-        source = item
-    elif isinstance(item, (str, Path)):
-        source = Source(str(item))
-    elif isinstance(item, Mapping):
-        unknown = set(item) - {"path", "weight", "name", "shards"}
-        if unknown or "path" not in item:
-            raise ValueError(f"a dataset entry needs 'path' (and may have weight, name, shards); "
-                             f"got keys {sorted(item)}")  # fmt: skip
-        source = Source(str(item["path"]), float(item.get("weight", 1.0)), item.get("name"),
-                        item.get("shards"))  # fmt: skip
+    """The one conversion to `Source`: every form is first read as a mapping of its fields."""
+    if isinstance(item, (str, Path)):
+        item = {"path": item}
     elif isinstance(item, tuple) and len(item) == 2:
-        source = Source(str(item[0]), float(item[1]))
-    else:
+        item = {"path": item[0], "weight": item[1]}
+    elif isinstance(item, (Source, MixtureEntry)):
+        item = {key: getattr(item, key) for key in _FIELDS}
+    elif not isinstance(item, Mapping):
         raise ValueError(f"cannot read a dataset from {item!r}")
-    if source.name is None:
-        name = os.path.basename(str(source.path).rstrip("/")) or str(source.path)
-        source = Source(str(source.path), source.weight, name, source.shards)
-    return source
+    if set(item) - set(_FIELDS) or "path" not in item:
+        raise ValueError(f"a dataset entry needs 'path' (and may have weight, name, shards); "
+                         f"got keys {sorted(item)}")  # fmt: skip
+    path = str(item["path"])
+    name = item.get("name") or os.path.basename(path.rstrip("/")) or path
+    return Source(path, float(item.get("weight", 1.0)), name, item.get("shards"))
 
 
 def read_index_at(location: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """T5 span corruption for a whole block of chunks at once, in numpy.
 
-Same rule as `span_corruption.py` (T5's random_spans_noise_mask + noise_span_to_unique_sentinel,
-same noise/span counts and so the same lengths), but the random segmentation of every chunk
+Same rule as the per-document span corruption in tests/data_pipeline/reference/ (T5's
+random_spans_noise_mask + noise_span_to_unique_sentinel, same noise/span counts and so the same
+lengths), but the random segmentation of every chunk
 is drawn together: each gap between items gets a hashed uniform key, a single argsort groups
 the keys by chunk, and the k - 1 smallest keys of a chunk are its segment cuts — a uniformly
 random choice of k - 1 gaps, exactly T5's shuffle. Randomness comes from the chunk keys
@@ -21,7 +22,7 @@ _NOISE_CUTS, _CLEAN_CUTS = 1, 2
 def noise_counts_array(
     lengths: np.ndarray, density: float, mean_span: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`span_corruption.noise_counts` for many lengths (numpy rounds half to even, like round)."""
+    """`objective_rules.noise_counts` for many lengths (numpy rounds half to even, like round)."""
     n = np.maximum(np.asarray(lengths, dtype=np.int64), 2)
     noise = np.clip(np.rint(n * density).astype(np.int64), 1, n - 1)
     spans = np.maximum(np.rint(noise / mean_span).astype(np.int64), 1)

@@ -13,6 +13,8 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from causeway.data_pipeline.index import read_index
+
 PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
 BASE_SPECIAL_TOKENS = (PAD, EOS, BOS, UNK, MASK)
 DEFAULT_NUM_SENTINELS = 100
@@ -52,6 +54,13 @@ class Tokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {path}")
         return cls(HFTokenizer.from_file(str(path)), num_sentinels=num_sentinels)
+
+    @classmethod
+    def from_dataset(
+        cls, data_dir: str | Path, num_sentinels: int = DEFAULT_NUM_SENTINELS
+    ) -> Tokenizer:
+        """The tokenizer a prepared dataset (a local directory) was tokenized with."""
+        return cls.from_file(Path(data_dir) / read_index(data_dir)["tokenizer"], num_sentinels)
 
     @classmethod
     def from_str(cls, json_text: str, num_sentinels: int = DEFAULT_NUM_SENTINELS) -> Tokenizer:

@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from causeway.config import ConfigError, RunConfig
-from causeway.data_pipeline.loader import load_tokenizer
+from causeway.data_pipeline.objective_rules import params_of
 from causeway.data_pipeline.prepare import ensure_builtin
-from causeway.data_pipeline.sources import Source, load_source
+from causeway.data_pipeline.sources import Source, as_sources, load_source
 from causeway.data_pipeline.stream import DataStream, default_readers
 from causeway.data_pipeline.stream.stream import fit_readers
 from causeway.data_pipeline.tokenizer import Tokenizer
-
-OBJECTIVE_PARAMS = {
-    "span_corruption": ("noise_density", "mean_noise_span_length"),
-    "masked_lm": ("mask_prob",),
-}
 
 
 def builtin_data_dir() -> Path:
@@ -52,7 +47,7 @@ def resolve_sources(cfg: RunConfig) -> list[Source]:
     """data.mixture ([{path, weight, name?, shards?}, ...]) if given, else the one dataset."""
     if not cfg.data.mixture:
         return [Source(str(resolve_data_dir(cfg)))]
-    return [Source(e.path, e.weight, e.name, e.shards) for e in cfg.data.mixture]
+    return as_sources(cfg.data.mixture)
 
 
 class HeldOutBatches:
@@ -97,7 +92,7 @@ def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
     """Streams for data-parallel rank `rank` of `world_size` (1 when not data-parallel)."""
     sources = resolve_sources(cfg)
     data_dir = Path(sources[0].path)
-    tokenizer = load_tokenizer(data_dir)
+    tokenizer = Tokenizer.from_dataset(data_dir)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise ConfigError(
             f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer of "
@@ -108,7 +103,7 @@ def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
         objective=o.name, arch=cfg.model.arch, seq_len=d.seq_len, batch_size=d.batch_size,
         tokenizer=tokenizer, seed=d.seed, rank=rank, world_size=world_size, readers=d.readers,
         inputs_length=d.inputs_length, targets_length=d.targets_length,
-        objective_params={name: getattr(o, name) for name in OBJECTIVE_PARAMS.get(o.name, ())},
+        objective_params=params_of(o.name, o),
         verify_sha256=d.verify_sha256,
     )  # fmt: skip
     train = DataStream(

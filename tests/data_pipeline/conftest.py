@@ -52,8 +52,8 @@ def write_dataset(
     """A prepared dataset of random documents (ids 110..499, EOS last) with the given number of
     documents per shard and split, written with the real shard writer; tokenizer from
     `tokenizer_dir`. Pair datasets get an inputs and a targets part per document."""
-    from causeway.data_pipeline.index import write_index
-    from causeway.data_pipeline.prepare import index_document, split_entry
+    from causeway.data_pipeline.index import make_split_entry, write_index
+    from causeway.data_pipeline.prepare import index_document
     from causeway.data_pipeline.shards import SplitWriter, token_dtype
 
     tokenizer = Tokenizer.from_file(tokenizer_dir / "tokenizer.json")
@@ -76,7 +76,7 @@ def write_dataset(
                     writer.write(number, tokens=ids)
                 number += 1
             shards += writer.close()["shards"]
-        splits[split] = split_entry(shards)
+        splits[split] = make_split_entry(shards)
     write_index(out, index_document(tokenizer, dtype, pairs, splits))
     return out
 

@@ -11,8 +11,9 @@ import torch
 from webdataset.tariterators import tarfile_samples
 
 from causeway.data_pipeline.index import read_index
-from causeway.data_pipeline.reader import decode_ids
 from causeway.data_pipeline.stream import DataStream
+
+from .reference.reader import decode_ids
 
 Chunk = tuple[int, int, int, int]  # (source, shard, sample, chunk)
 
@@ -56,8 +57,8 @@ def chunks_in(batches: list[dict], epoch: int | None = 0) -> Counter:
     """(source, shard, sample, chunk) of every segment of `epoch` (all epochs if None)."""
     seen: Counter = Counter()
     for batch in batches:
-        for source, ep, shard, sample, chunk in batch["provenance"].reshape(-1, 5).tolist():
-            if source >= 0 and (epoch is None or ep == epoch):
+        for source, ep, shard, sample, chunk, offset in batch["provenance"].reshape(-1, 6).tolist():
+            if source >= 0 and offset == 0 and (epoch is None or ep == epoch):
                 seen[(source, shard, sample, chunk)] += 1
     return seen
 

@@ -7,16 +7,17 @@ import pytest
 
 from causeway.data_pipeline.block_examples import DocBlock, Examples
 from causeway.data_pipeline.block_objectives import make_block_objective
-from causeway.data_pipeline.objectives import (
+from causeway.data_pipeline.objective_rules import corrupted_lengths
+from causeway.data_pipeline.tokenizer import Tokenizer
+
+from .reference.objectives import (
     Example,
     Seq2SeqExample,
     chunk_document,
-    corrupted_lengths,
     decoder_example,
     full_lm,
     make_objective,
 )
-from causeway.data_pipeline.tokenizer import Tokenizer
 
 
 def block(docs: list[np.ndarray], first_chunk: int = 0, pairs: list[int] | None = None,

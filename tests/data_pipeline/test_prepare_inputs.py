@@ -19,9 +19,10 @@ from causeway.cli import main
 from causeway.data_pipeline.index import read_index
 from causeway.data_pipeline.prepare import prepare_files
 from causeway.data_pipeline.prepare_progress import PROGRESS_DIR
-from causeway.data_pipeline.reader import decode_ids, iter_samples
 from causeway.data_pipeline.text_sources import expand_braces, expand_inputs
 from causeway.data_pipeline.tokenizer import Tokenizer
+
+from .reference.reader import decode_ids, iter_samples
 
 C4_NAME = "c4-train.{:05d}-of-01024.json.gz"
 

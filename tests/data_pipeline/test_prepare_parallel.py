@@ -16,9 +16,10 @@ import pytest
 from causeway.data_pipeline.index import read_index
 from causeway.data_pipeline.prepare import parse_size, prepare_files
 from causeway.data_pipeline.prepare_progress import PROGRESS_DIR
-from causeway.data_pipeline.reader import decode_ids, iter_samples
 from causeway.data_pipeline.shards import SplitWriter, token_dtype
 from causeway.data_pipeline.stream import DataStream
+
+from .reference.reader import decode_ids, iter_samples
 
 
 @pytest.fixture(scope="module")

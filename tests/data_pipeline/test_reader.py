@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.reader import iter_documents, iter_samples, read_index, shard_order
+from .reference.reader import iter_documents, iter_samples, read_index, shard_order
 
 
 def _shard_sequence(data_dir: Path, seed: int, epoch: int) -> list[str]:

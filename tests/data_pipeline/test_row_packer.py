@@ -6,10 +6,16 @@ import pytest
 import torch
 
 from causeway.data_pipeline.block_objectives import make_block_objective
-from causeway.data_pipeline.packing import pack_decoder, pack_seq2seq
-from causeway.data_pipeline.row_packer import RowPacker, decoder_batch, seq2seq_batch, to_torch
+from causeway.data_pipeline.row_packer import (
+    RowPacker,
+    best_fit_rows,
+    decoder_batch,
+    seq2seq_batch,
+    to_torch,
+)
 from causeway.data_pipeline.tokenizer import Tokenizer
 
+from .reference.packing import pack_decoder, pack_seq2seq
 from .test_block_objectives import block, decoder_examples, random_docs, seq2seq_examples
 
 PAD, START = 0, 3
@@ -22,7 +28,7 @@ def packed(blocks, batch_size: int, capacity: tuple[int, ...], finish, max_segme
             ex.input_lengths.tolist(), ex.target_lengths.tolist()]  # fmt: skip
         start = 0
         while start < len(ex):
-            start = packer.place(ex, sizes, start, len(ex))
+            start, _ = packer.place(ex, sizes, start, len(ex))
             if packer.full:
                 batches.append(to_torch(finish(packer.take_placements())))
     if not packer.empty:
@@ -64,3 +70,47 @@ def test_example_longer_than_a_row_is_an_error(tokenizer: Tokenizer) -> None:
     make = make_block_objective("full_lm", "decoder", tokenizer, 64)
     with pytest.raises(ValueError, match="does not fit"):
         packed([make(block(random_docs(5, seed=0)), seed=0)], 2, (16,), lambda p: {})
+
+
+def test_split_packing_fills_every_row_and_keeps_every_position_once(tokenizer: Tokenizer) -> None:
+    """full_lm with split=True: all rows full but the very last; each example's positions
+    appear once, in order, its rest opening the next row as a segment of its own."""
+    seq_len, rows = 48, 3
+    make = make_block_objective("full_lm", "decoder", tokenizer, seq_len)
+    ex = make(block(random_docs(60, seed=1)), seed=0)
+    packer, batches = RowPacker(rows, (seq_len,), None, split=True), []
+    start, skip = 0, 0
+    while start < len(ex):
+        start, skip = packer.place(ex, [ex.lengths.tolist()], start, len(ex), skip)
+        if packer.full:
+            batches.append(
+                to_torch(decoder_batch(packer.take_placements(), rows, seq_len, PAD, None))
+            )
+    batches.append(to_torch(decoder_batch(packer.take_placements(), rows, seq_len, PAD, None)))
+    filled = [b["segment_ids"] > 0 for b in batches]
+    assert all(f.all() for f in filled[:-1]) and len(batches) > 3
+    placed = [b["targets"][f] for b, f in zip(batches, filled, strict=True)]
+    assert torch.equal(torch.cat(placed), torch.from_numpy(ex.targets))
+    starts = [b["positions"] == 0 for b in batches]  # every segment restarts its positions
+    assert all(s[f[:, 0], 0].all() for s, f in zip(starts, filled, strict=True))
+
+
+def test_best_fit_places_every_example_once_within_the_row(tokenizer: Tokenizer) -> None:
+    make = make_block_objective("span_corruption", "encoder_decoder", tokenizer, 64)
+    ex = make(block(random_docs(80, seed=2)), seed=0)
+    capacity = (make.inputs_length, make.targets_length)
+    rows = best_fit_rows([(ex, i) for i in range(len(ex))], capacity, 4)
+    placed = sorted(i for row in rows for _, i, _ in row)
+    assert placed == list(range(len(ex)))
+    for row in rows:
+        assert len(row) <= 4
+        for side, cap in enumerate(capacity):
+            sizes = ex.input_lengths if side == 0 else ex.target_lengths
+            assert sum(int(sizes[i]) for _, i, _ in row) <= cap
+    next_fit, used = 1, [0, 0]
+    for i in range(len(ex)):
+        size = [int(ex.input_lengths[i]), int(ex.target_lengths[i])]
+        if any(u + s > c for u, s, c in zip(used, size, capacity, strict=True)):
+            next_fit, used = next_fit + 1, [0, 0]
+        used = [u + s for u, s in zip(used, size, strict=True)]
+    assert len(rows) < next_fit

@@ -88,7 +88,7 @@ def test_looping_stream_moves_on_to_reshuffled_epochs(uneven: Path) -> None:
     def shard_order(epoch: int) -> list[int]:
         order = []
         for b in batches:
-            for _, ep, shard, _, _ in b["provenance"].reshape(-1, 5).tolist():
+            for _, ep, shard, *_ in b["provenance"].reshape(-1, 6).tolist():
                 if ep == epoch and shard not in order:
                     order.append(shard)
         return order
@@ -103,8 +103,11 @@ def test_metrics_count_what_the_batches_hold(uneven: Path) -> None:
     chunks = chunks_in(batches, epoch=None)
     assert metrics["data/documents/uneven"] == sum(1 for (_, _, _, c) in chunks if c == 0)
     filled = sum(int((b["segment_ids"] > 0).sum()) for b in batches)
-    assert metrics["data/tokens/uneven"] == filled + len(chunks)  # full_lm: n tokens, n-1 rows
-    assert metrics["data/batches"] == 30 and 0 < metrics["data/padding_fraction"] < 0.5
+    # full_lm: n tokens give n - 1 positions; a chunk is counted once its first part is in a
+    # batch, so a chunk split at the last batch's end (one per reader) may be partly ahead.
+    ahead = metrics["data/tokens/uneven"] - (filled + len(chunks))
+    assert 0 <= ahead <= 3 * 32
+    assert metrics["data/batches"] == 30 and metrics["data/padding_fraction"] == 0.0  # split
     problems = ("bad_samples", "bad_shards", "missing_shards", "sha256_mismatches")
     assert {metrics[f"data/{k}"] for k in problems} == {0}
 

@@ -29,14 +29,16 @@ from causeway.data_pipeline.sources import ShardInfo
 
 
 class Piece(NamedTuple):
-    """Samples [start, stop) of one shard in one epoch. `first_chunk` > 0 only when the first
-    document was cut between batches and its earlier chunks were read elsewhere (a resize)."""
+    """Samples [start, stop) of one shard in one epoch. `first_chunk` > 0 when the first
+    document was cut between batches and its earlier chunks were read before;
+    `first_offset` > 0 when that chunk itself was split and its first positions were packed."""
 
     epoch: int
     shard: int
     start: int
     stop: int
     first_chunk: int = 0
+    first_offset: int = 0
 
     def tokens(self, shards: Sequence[ShardInfo]) -> float:
         """Estimated tokens: the piece's share of its shard's documents times its tokens."""

@@ -22,10 +22,19 @@ import numpy as np
 
 from causeway.data_pipeline.block_examples import Examples
 from causeway.data_pipeline.block_objectives import BlockObjective
-from causeway.data_pipeline.row_packer import Placement, RowPacker
+from causeway.data_pipeline.row_packer import (
+    Placement,
+    RowPacker,
+    best_fit_rows,
+    rows_to_placements,
+)
 from causeway.data_pipeline.sources import SourceData
 from causeway.data_pipeline.stream.dealing import Dealer, Piece
 from causeway.data_pipeline.stream.walk import ShardWalk
+
+# Best fit looks ahead about this many positions of examples (at least 32 rows): the
+# padding / memory trade-off (benchmarks/packing.py).
+WINDOW_POSITIONS = 1 << 15
 
 
 @dataclass
@@ -60,7 +69,16 @@ class ReaderState:
     documents: list[int]
     counters: Counters = field(default_factory=Counters)
     exhausted: bool = False
+    window_rows: int = 0  # best fit: rows already given of the window that starts here
     bytes_read: int = 0  # in this process only: not saved
+    # Inside a best-fit window the saved state is the window's start; `live` holds the
+    # figures as they stand, for metrics (not saved).
+    live: ReaderState | None = None
+
+    @property
+    def figures(self) -> ReaderState:
+        """The state whose counts are current (for metrics)."""
+        return self.live or self
 
     @classmethod
     def initial(cls, num_sources: int) -> ReaderState:
@@ -73,14 +91,14 @@ class ReaderState:
         queues = [[[int(x) for x in piece] for piece in queue] for queue in self.queues]
         per_source = [[int(x) for x in v] for v in (self.next_epoch, self.mix, self.tokens,
                                                      self.documents)]  # fmt: skip
-        return [queues, *per_source, counters, int(self.exhausted)]
+        return [queues, *per_source, counters, int(self.exhausted), int(self.window_rows)]
 
     @classmethod
     def decode(cls, encoded: list) -> ReaderState:
-        queues, next_epoch, mix, tokens, documents, counters, exhausted = encoded
+        queues, next_epoch, mix, tokens, documents, counters, exhausted, window = encoded
         return cls(
             [[Piece(*p) for p in queue] for queue in queues], list(next_epoch), list(mix),
-            list(tokens), list(documents), Counters(*counters), bool(exhausted),
+            list(tokens), list(documents), Counters(*counters), bool(exhausted), int(window),
         )  # fmt: skip
 
 
@@ -120,7 +138,14 @@ class StreamSpec:
 
 
 class Reader:
-    """Rows of one reader. `next_rows` returns None once a finite reader has run dry."""
+    """Rows of one reader. `next_rows` returns None once a finite reader has run dry.
+
+    Position-wise examples (`objective.splittable`) are packed in order, split at row ends,
+    so rows are full. Atomic examples are packed by best fit over a window of about
+    WINDOW_POSITIONS positions of examples; the state then is the reader's position at the
+    window's start plus the rows of it already given, and a resumed reader rebuilds that window
+    exactly. Metrics count what enters the window (at most one window ahead of the rows).
+    """
 
     def __init__(self, spec: StreamSpec, index: int, state: ReaderState) -> None:
         self.spec = spec
@@ -140,36 +165,96 @@ class Reader:
         self.bytes_before = state.bytes_read
         self.current: list[Examples | None] = [None] * n
         self.next = [0] * n
+        self.skip = [0] * n  # positions of example next[s] already placed (split examples)
         self.sizes: list[list[list[int]]] = [[] for _ in range(n)]
         self.doc_ends: list[list[int]] = [[] for _ in range(n)]
         self.committed = [0] * n
         self.done = [False] * n
-        limit = spec.max_segments if spec.decoder else None
-        self.packer = RowPacker(spec.rows, spec.capacity, limit)
+        self.limit = spec.max_segments if spec.decoder else None
+        splittable = spec.objective.splittable
+        self.packer = RowPacker(spec.rows, spec.capacity, self.limit, split=True) if (
+            splittable) else None  # fmt: skip
+        self.window: list[list] = []
+        self.window_start: ReaderState | None = None
+        self.window_given = 0
+        self.window_replay = state.window_rows
 
     # -- rows ---------------------------------------------------------------------------------
 
     def next_rows(self) -> list[Placement] | None:
         """The placements of this reader's next `spec.rows` rows (rows numbered from 0)."""
+        if self.packer is None:
+            return self._best_fit_rows()
         if self.exhausted:
             return None
-        while not self.packer.full:
+        packer = self.packer
+        while not packer.full:
             s = self._pick()
             if s is None:
                 self.exhausted = True
-                if self.packer.empty:
+                if packer.empty:
                     return None
                 break
             examples, start = self.current[s], self.next[s]
             stop = self.doc_ends[s][start] if len(self.walks) > 1 else len(examples)
-            self._consume(s, start, self.packer.place(examples, self.sizes[s], start, stop))
-        return self._finish_rows()
+            index, skip = packer.place(examples, self.sizes[s], start, stop, self.skip[s])
+            self._consume(s, start, index, skip)
+        placements = packer.take_placements()
+        self._count_rows(spec_rows=self.spec.rows, filled=sum(p.filled() for p in placements))
+        self._commit_all()
+        return placements
+
+    def _best_fit_rows(self) -> list[Placement] | None:
+        rows: list[list] = []
+        while len(rows) < self.spec.rows:
+            if not self.window and not self._open_window():
+                break
+            rows.append(self.window.pop(0))
+            self.window_given += 1
+        return rows_to_placements(rows) if rows else None
+
+    def _open_window(self) -> bool:
+        """Pack the next window of examples by best fit; False when the reader is dry."""
+        if self.exhausted:
+            return False
+        self.window_start, self.window_given = self.state(), 0
+        items: list[tuple[Examples, int]] = []
+        capacity, load = self.spec.capacity, 0.0
+        while load < max(WINDOW_POSITIONS // sum(capacity), 32, self.spec.rows):
+            s = self._pick()
+            if s is None:
+                self.exhausted = True
+                break
+            examples, i = self.current[s], self.next[s]
+            items.append((examples, i))
+            self._consume(s, i, i + 1, 0)
+            load += max(int(side[i]) / c for side, c in zip(self.sizes_of(examples), capacity,
+                                                            strict=True))  # fmt: skip
+        self._commit_all()
+        self.window = best_fit_rows(items, capacity, self.limit)
+        filled = sum(int(side[i]) for ex, i in items for side in self.sizes_of(ex))
+        self._count_rows(spec_rows=len(self.window), filled=filled)
+        if self.window_replay:  # resumed inside this window: its first rows were given
+            del self.window[: self.window_replay]
+            self.window_given, self.window_replay = self.window_replay, 0
+        return bool(self.window)
+
+    @staticmethod
+    def sizes_of(examples: Examples) -> list[np.ndarray]:
+        if examples.inputs is None:
+            return [examples.lengths]
+        return [examples.input_lengths, examples.target_lengths]
+
+    def _count_rows(self, spec_rows: int, filled: int) -> None:
+        self.counters.rows += spec_rows
+        self.counters.positions += spec_rows * sum(self.spec.capacity)
+        self.counters.filled += filled
 
     def _pick(self) -> int | None:
         """The source of the next document (see the module docstring), None if all are dry."""
         live = [s for s in range(len(self.walks)) if self._ensure(s)]
         for s in live:
-            if self.current[s].chunk[self.next[s]] > 0:
+            if self.current[s].chunk[self.next[s]] > 0 or self.skip[s] > 0:
                 return s  # a document cut between batches (or readers) is finished first
         if len(live) <= 1:
             return live[0] if live else None
@@ -195,36 +280,31 @@ class Reader:
 
     def _load(self, s: int, examples: Examples) -> None:
         self.current[s], self.next[s], self.committed[s] = examples, 0, 0
-        if self.spec.decoder:
-            self.sizes[s] = [examples.lengths.tolist()]
-        else:
-            self.sizes[s] = [examples.input_lengths.tolist(), examples.target_lengths.tolist()]
+        self.skip[s] = examples.docs.first_offset if len(examples) else 0  # a split's rest
+        self.sizes[s] = [side.tolist() for side in self.sizes_of(examples)]
         if len(self.walks) > 1 and len(examples):
             boundaries = np.flatnonzero(np.diff(examples.doc)) + 1
             ends = np.append(boundaries, len(examples))
             self.doc_ends[s] = np.repeat(ends, np.diff(np.append(0, ends))).tolist()
 
-    def _consume(self, s: int, start: int, stop: int) -> None:
-        if stop == start:
-            return
-        examples = self.current[s]
-        raw = int(examples.raw[start:stop].sum())
-        self.tokens[s] += raw
-        self.mix[s] += raw
-        self.documents[s] += int(np.count_nonzero(examples.chunk[start:stop] == 0))
-        self.next[s] = stop
-
-    def _finish_rows(self) -> list[Placement]:
-        placements = self.packer.take_placements()
-        spec = self.spec
-        self.counters.rows += spec.rows
-        self.counters.positions += spec.rows * sum(spec.capacity)
-        self.counters.filled += sum(p.filled() for p in placements)
-        for s in range(len(self.walks)):
-            self._commit(s, self._cursor_sample(s))
-        return placements
+    def _consume(self, s: int, start: int, index: int, skip: int) -> None:
+        """Examples start..index placed whole, and `skip` positions of example `index`: an
+        example counts for the metrics when its first position is placed."""
+        first = start + (1 if self.skip[s] else 0)
+        last = index + (1 if skip else 0)
+        if last > first:
+            examples = self.current[s]
+            raw = int(examples.raw[first:last].sum())
+            self.tokens[s] += raw
+            self.mix[s] += raw
+            self.documents[s] += int(np.count_nonzero(examples.chunk[first:last] == 0))
+        self.next[s], self.skip[s] = index, skip
 
     # -- events and state ---------------------------------------------------------------------
+
+    def _commit_all(self) -> None:
+        for s in range(len(self.walks)):
+            self._commit(s, self._cursor_sample(s))
 
     def _cursor_sample(self, s: int) -> int | None:
         examples = self.current[s]
@@ -246,7 +326,18 @@ class Reader:
             self.committed[s] += 1
 
     def state(self) -> ReaderState:
+        """At a batch boundary: the position (or, inside a best-fit window, the window's start
+        and the rows of it given)."""
+        bytes_read = self.bytes_before + sum(w.bytes_read for w in self.walks)
+        live = self._live_state(bytes_read)
+        if self.window and self.window_start is not None:
+            return dataclasses.replace(self.window_start, window_rows=self.window_given,
+                                       bytes_read=bytes_read, live=live)  # fmt: skip
+        return live
+
+    def _live_state(self, bytes_read: int) -> ReaderState:
         return ReaderState(
+            window_rows=self.window_replay,  # restored inside a window not yet rebuilt
             queues=[self._position(s) for s in range(len(self.walks))],
             next_epoch=[w.next_epoch for w in self.walks],
             mix=list(self.mix),
@@ -254,7 +345,7 @@ class Reader:
             documents=list(self.documents),
             counters=dataclasses.replace(self.counters),
             exhausted=self.exhausted,
-            bytes_read=self.bytes_before + sum(w.bytes_read for w in self.walks),
+            bytes_read=bytes_read,
         )
 
     def _position(self, s: int) -> list[Piece]:
@@ -264,7 +355,8 @@ class Reader:
             return walk.position()
         docs = examples.docs
         sample = int(docs.samples[examples.doc[i]])
-        head = Piece(docs.epoch, docs.shard, sample, docs.piece_stop, int(examples.chunk[i]))
+        head = Piece(docs.epoch, docs.shard, sample, docs.piece_stop, int(examples.chunk[i]),
+                     self.skip[s])  # fmt: skip
         return [head, *walk.queue]
 
     def close(self) -> None:

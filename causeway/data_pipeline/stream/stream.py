@@ -217,7 +217,7 @@ class DataStream:
 
     def metrics(self) -> dict[str, float | int]:
         """Cumulative figures of this rank, for logging (see docs/data.md for the keys)."""
-        readers = self._cursor.reader_states()
+        readers = [r.figures for r in self._cursor.reader_states()]
         out: dict[str, float | int] = {}
         for s, data in enumerate(self.spec.datas):
             out[f"data/tokens/{data.name}"] = sum(r.tokens[s] for r in readers)

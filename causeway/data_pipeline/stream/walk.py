@@ -85,7 +85,8 @@ class ShardWalk:
         """Pieces left, starting where reading stands (the current piece from its next sample)."""
         head = []
         if self.current is not None and self._tar is not None:
-            head = [self.current._replace(start=self._tar.next_index, first_chunk=0)]
+            rest = self.current._replace(start=self._tar.next_index, first_chunk=0, first_offset=0)
+            head = [rest]
         return head + list(self.queue)
 
     def close(self) -> None:
@@ -155,6 +156,7 @@ class ShardWalk:
             lengths=np.asarray(lengths, dtype=np.int64),
             input_lengths=self._input_lengths(inputs),
             first_chunk=self._first_chunk(kept),
+            first_offset=self.current.first_offset if self._starts_piece(kept) else 0,
             next_sample=tar.next_index,
             piece_done=done,
             events=events,
@@ -169,11 +171,12 @@ class ShardWalk:
     def _input_lengths(self, inputs: list[int]) -> np.ndarray | None:
         return np.asarray(inputs, dtype=np.int64) if self.data.format == "pairs" else None
 
+    def _starts_piece(self, kept: list[int]) -> bool:
+        return bool(self._first_read and kept and kept[0] == self.current.start)
+
     def _first_chunk(self, kept: list[int]) -> int:
-        """Chunks of the piece's first document already consumed elsewhere (after a resize)."""
-        piece = self.current
-        starts_piece = self._first_read and kept and kept[0] == piece.start
-        return piece.first_chunk if starts_piece else 0
+        """Chunks of the piece's first document already consumed before (a resumed run)."""
+        return self.current.first_chunk if self._starts_piece(kept) else 0
 
     def _give_up(self, error: ShardError) -> DocBlock:
         piece = self.current

@@ -164,14 +164,18 @@ class ReaderGroup(IterableDataset):
 
 
 def provenance(placements: list[Placement], rows: int) -> np.ndarray:
-    """[rows, segments + 1, 5]: (source, epoch, shard, sample, chunk) of every segment."""
-    most = max((max(p.numbers) for p in placements), default=0)
-    out = np.full((rows, most + 1, 5), -1, dtype=np.int64)
+    """[rows, segments + 1, 6]: (source, epoch, shard, sample, chunk, offset) of every
+    segment; offset > 0 for the rest of an example split across rows."""
+    most = max((int(p.numbers.max()) for p in placements if len(p.numbers)), default=0)
+    out = np.full((rows, most + 1, 6), -1, dtype=np.int64)
     for p in placements:
-        docs, doc, n = p.examples.docs, p.examples.doc[p.start : p.stop], p.stop - p.start
+        docs, n = p.examples.docs, len(p.index)
+        offset = np.zeros(n, dtype=np.int64)
+        offset[:1] = p.skip
+        sample, chunk = docs.samples[p.examples.doc[p.index]], p.examples.chunk[p.index]
         values = [np.full(n, docs.source), np.full(n, docs.epoch), np.full(n, docs.shard),
-                  docs.samples[doc], p.examples.chunk[p.start : p.stop]]  # fmt: skip
-        out[np.asarray(p.rows), np.asarray(p.numbers)] = np.stack(values, axis=1)
+                  sample, chunk, offset]  # fmt: skip
+        out[p.rows, p.numbers] = np.stack(values, axis=1)
     return out
 
 

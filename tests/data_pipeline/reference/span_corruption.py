@@ -1,8 +1,9 @@
-"""T5 span corruption: `random_spans_noise_mask`, the sentinel rewrite, and the length helper.
+"""T5 span corruption of one document: `random_spans_noise_mask` and the sentinel rewrite.
 
 Ported from T5's `preprocessors.py` (random_spans_noise_mask, noise_span_to_unique_sentinel,
 random_spans_helper) to numpy with an explicit `np.random.Generator`, so that it is pure and
-seeded. Rounding is round-half-to-even in both T5 (tf.round / Python round) and here.
+seeded. Rounding is round-half-to-even in both T5 (tf.round / Python round) and here. The
+noise counts and the length helper are the package's (`causeway.data_pipeline.objective_rules`).
 """
 
 from __future__ import annotations
@@ -11,26 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from causeway.data_pipeline.examples import TokenIds, as_list
+from causeway.data_pipeline.objective_rules import (
+    MEAN_NOISE_SPAN_LENGTH,
+    NOISE_DENSITY,
+    noise_counts,
+)
 
-NOISE_DENSITY = 0.15
-MEAN_NOISE_SPAN_LENGTH = 3.0
-
-
-def noise_counts(
-    length: int, noise_density: float, mean_noise_span_length: float
-) -> tuple[int, int]:
-    """(noise tokens, noise spans) for a document of `length` tokens, as the mask draws them.
-
-    Like T5 there is at least one noise token and one span, and at least one non-noise token;
-    unlike T5 the span count is also capped so every span (noise and non-noise) is non-empty
-    even at extreme densities.
-    """
-    length = max(length, 2)
-    num_noise = min(max(round(length * noise_density), 1), length - 1)
-    num_spans = max(round(num_noise / mean_noise_span_length), 1)
-    num_spans = min(num_spans, num_noise, length - num_noise)
-    return num_noise, num_spans
+from .examples import TokenIds, as_list
 
 
 def random_spans_noise_mask(
@@ -98,45 +86,3 @@ def span_corruption(
     noise_starts = np.flatnonzero(starts[mask])
     targets = np.insert(tokens[mask], noise_starts, sentinels)
     return inputs.tolist() + [eos_id], targets.tolist() + [eos_id]
-
-
-def corrupted_lengths(
-    raw_length: int,
-    noise_density: float = NOISE_DENSITY,
-    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
-) -> tuple[int, int]:
-    """Exact (len(inputs), len(targets)) that `span_corruption` gives a `raw_length` document.
-
-    Both grow monotonically with `raw_length`, so a bound checked at the longest chunk holds
-    for every shorter one.
-    """
-    num_noise, num_spans = noise_counts(raw_length, noise_density, mean_noise_span_length)
-    return raw_length - num_noise + num_spans + 1, num_noise + num_spans + 1
-
-
-def span_corruption_lengths(
-    inputs_length: int,
-    noise_density: float = NOISE_DENSITY,
-    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
-) -> tuple[int, int, int]:
-    """T5's `random_spans_helper`: (raw tokens, inputs length, targets length).
-
-    The largest raw length whose corrupted inputs (non-noise tokens + one sentinel per span +
-    EOS) fit `inputs_length`; e.g. 512 -> 568 raw tokens, 85 noise tokens in 28 spans,
-    inputs 483 + 28 + 1 = 512, targets 85 + 28 + 1 = 114.
-    """
-
-    def lengths(tokens_length: int) -> tuple[int, int]:
-        num_noise = int(round(tokens_length * noise_density))
-        num_spans = int(round(num_noise / mean_noise_span_length))
-        return tokens_length - num_noise + num_spans + 1, num_noise + num_spans + 1
-
-    tokens_length = inputs_length - 1
-    while lengths(tokens_length + 1)[0] <= inputs_length:
-        tokens_length += 1
-    real_inputs_length, targets_length = lengths(tokens_length)
-    # T5's "minor hack": at density 0.5 make targets no longer than inputs.
-    if noise_density == 0.5 and targets_length > real_inputs_length:
-        tokens_length -= 1
-        targets_length -= 1
-    return tokens_length, real_inputs_length, targets_length

@@ -11,19 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from causeway.data_pipeline.examples import Example, Seq2SeqExample
-from causeway.data_pipeline.index import read_index
-from causeway.data_pipeline.objectives import Objective, chunk_document
-from causeway.data_pipeline.packing import Batch, pack_decoder, pack_seq2seq
-from causeway.data_pipeline.reader import iter_documents, iter_pairs
+from causeway.data_pipeline.row_packer import Batch
 from causeway.data_pipeline.stream.stream import DataStream
 from causeway.data_pipeline.tokenizer import Tokenizer
 
-
-def load_tokenizer(data_dir: str | Path) -> Tokenizer:
-    """The tokenizer a prepared dataset was tokenized with."""
-    index = read_index(data_dir)
-    return Tokenizer.from_file(Path(data_dir) / index["tokenizer"])
+from .examples import Example, Seq2SeqExample
+from .objectives import Objective, chunk_document
+from .packing import pack_decoder, pack_seq2seq
+from .reader import iter_documents, iter_pairs
 
 
 def iter_examples(
@@ -78,7 +73,7 @@ def batch_iterator(
                 objective_params=objective_params,
             )  # fmt: skip
         )
-    tokenizer = load_tokenizer(data_dir) if tokenizer is None else tokenizer
+    tokenizer = Tokenizer.from_dataset(data_dir) if tokenizer is None else tokenizer
     if objective.arch != arch:
         raise ValueError(f"objective was built for arch {objective.arch!r}, not {arch!r}")
     examples = iter_examples(data_dir, split, objective, seed, loop)

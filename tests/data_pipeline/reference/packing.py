@@ -15,10 +15,11 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from causeway.data_pipeline.examples import Example, Seq2SeqExample
+from causeway.data_pipeline.row_packer import Batch
+
+from .examples import Example, Seq2SeqExample
 
 T = TypeVar("T")
-Batch = dict[str, torch.Tensor]
 
 
 def greedy_rows(
