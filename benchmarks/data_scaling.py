@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from causeway.data_pipeline.prepare import prepare_builtin
+from causeway.data_pipeline.prepare.prepare import prepare_builtin
 from causeway.data_pipeline.stream import DataStream
 
 SETTING = {"split": "train", "objective": "full_lm", "arch": "decoder", "seq_len": 2048,

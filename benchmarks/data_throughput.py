@@ -28,16 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from causeway.data_pipeline.corpus import builtin_documents
-from causeway.data_pipeline.index import read_index, write_index
-from causeway.data_pipeline.prepare import prepare_builtin, prepare_files
-from causeway.data_pipeline.samples import decode_samples
-from causeway.data_pipeline.shards import SplitWriter, token_dtype
-from causeway.data_pipeline.sources import Source, load_source
+from causeway.data_pipeline.prepare.corpus import builtin_documents
+from causeway.data_pipeline.prepare.prepare import prepare_builtin, prepare_files
+from causeway.data_pipeline.shards.index import read_index, write_index
+from causeway.data_pipeline.shards.samples import decode_samples
+from causeway.data_pipeline.shards.sources import Source, load_source
+from causeway.data_pipeline.shards.tar_reader import TarSampleReader
+from causeway.data_pipeline.shards.urls import open_url
+from causeway.data_pipeline.shards.writer import SplitWriter, token_dtype
 from causeway.data_pipeline.stream import DataStream
-from causeway.data_pipeline.tar_reader import TarSampleReader
 from causeway.data_pipeline.tokenizer import Tokenizer
-from causeway.data_pipeline.urls import open_url
 
 READ_COPIES = 60  # ~20 M tokens of shards
 PREPARE_COPIES = 8  # ~2.8 M tokens of text

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from causeway.data_pipeline.index import read_index
-from causeway.data_pipeline.prepare import prepare_builtin
-from causeway.data_pipeline.shards import SplitWriter, token_dtype
+from causeway.data_pipeline.prepare.prepare import prepare_builtin
+from causeway.data_pipeline.shards.index import read_index
+from causeway.data_pipeline.shards.writer import SplitWriter, token_dtype
 from causeway.data_pipeline.stream import DataStream
 from causeway.data_pipeline.stream.reader import Reader, ReaderState
 

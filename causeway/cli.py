@@ -264,7 +264,7 @@ def run_plan(args) -> int:
 
 def run_data(args) -> int:
     if args.data_command == "inspect":
-        from causeway.data_pipeline.inspection import inspect_dataset
+        from causeway.data_pipeline.shards.inspection import inspect_dataset
 
         print(inspect_dataset(args.data_dir, args.samples, args.verify, args.split))
         return 0
@@ -272,8 +272,8 @@ def run_data(args) -> int:
 
 
 def run_data_prepare(args) -> int:
-    from causeway.data_pipeline.index import read_index
-    from causeway.data_pipeline.prepare import parse_size, prepare_builtin, prepare_files
+    from causeway.data_pipeline.prepare.prepare import parse_size, prepare_builtin, prepare_files
+    from causeway.data_pipeline.shards.index import read_index
 
     source = args.source or ("files" if args.input else "builtin")
     shard_bytes = parse_size(args.shard_size)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from causeway.data_pipeline.prepare import ensure_builtin
+from causeway.data_pipeline.prepare.prepare import ensure_builtin
 
 
 @pytest.fixture(scope="session", autouse=True)

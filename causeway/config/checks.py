@@ -13,7 +13,7 @@ import signal
 
 from causeway.config.loading import ConfigError
 from causeway.config.schema import RunConfig
-from causeway.data_pipeline.objective_rules import (
+from causeway.data_pipeline.objectives.rules import (
     ENCODER_DECODER_OBJECTIVES,
     PARAM_DEFAULTS,
     check_params,

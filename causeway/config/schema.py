@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from causeway.data_pipeline.objective_rules import MASK_PROB, MEAN_NOISE_SPAN_LENGTH, NOISE_DENSITY
+from causeway.data_pipeline.objectives.rules import MASK_PROB, MEAN_NOISE_SPAN_LENGTH, NOISE_DENSITY
 
 
 @dataclass

@@ -1,19 +1,38 @@
-"""Data for causeway: text -> token shards -> documents -> objective examples -> packed batches.
+"""Data for causeway, by stage: text -> token shards -> documents -> examples -> packed batches.
 
-Preparation: `prepare` (builtin corpus and files; parallel, resumable), `prepare_units` and
-`prepare_progress` (one input file per process; skipping finished shards), `shards` and
-`tar_writer` (webdataset tar shards with sha256), `index` (index.json), `tokenizer`, `corpus`,
-`text_sources`.
+- `prepare/`: input files -> tokenized tar shards + index.json (parallel, resumable).
+- `shards/`: the shard format, index.json, URLs, datasets and mixtures (`Source`), inspection.
+- `objectives/`: the pretraining objectives applied to blocks of documents, and their rules.
+- `packing/`: examples into rows (split in order, or best fit) and rows into batch arrays.
+- `stream/`: `DataStream`, the deterministic, resumable batch stream, read by share.
+- `tokenizer.py`: the BPE tokenizer with sentinels.
 
-Reading: `stream.DataStream` (the resumable, rank- and worker-aware batch stream; see
-docs/data.md), built from `sources` (datasets and mixtures), `urls` (local, pipe:, http),
-`dealing` (shards to readers per epoch), `doc_reader` and `tar_reader` (documents, bad data),
-`objective_rules` (the objectives' lengths and parameters), `block_objectives`/`span_block`
-(objectives on whole blocks), `row_packer` (packing), `lane`
-(one reader's pipeline), `stream_state` (state, merging, resizing), `stream_iteration`
-(in-process or DataLoader workers) and `inspection` (`causeway data inspect`).
-
-The per-document specification the vectorised path is tested against lives in
-tests/data_pipeline/reference/. Nothing is imported here, so
-`import causeway.data_pipeline.tokenizer` does not pull in torch.
+The public API is importable from here (`from causeway.data_pipeline import DataStream`);
+names load lazily, so `import causeway.data_pipeline.tokenizer` does not pull in torch. See
+docs/data.md.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {
+    "DataStream": "causeway.data_pipeline.stream.stream",
+    "default_readers": "causeway.data_pipeline.stream.stream",
+    "merge_states": "causeway.data_pipeline.stream.state",
+    "Source": "causeway.data_pipeline.shards.sources",
+    "prepare_files": "causeway.data_pipeline.prepare.prepare",
+    "prepare_builtin": "causeway.data_pipeline.prepare.prepare",
+    "ensure_builtin": "causeway.data_pipeline.prepare.prepare",
+    "inspect_dataset": "causeway.data_pipeline.shards.inspection",
+    "Tokenizer": "causeway.data_pipeline.tokenizer",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'causeway.data_pipeline' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)

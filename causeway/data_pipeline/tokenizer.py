@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from causeway.data_pipeline.index import read_index
+from causeway.data_pipeline.shards.index import read_index
 
 PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
 BASE_SPECIAL_TOKENS = (PAD, EOS, BOS, UNK, MASK)

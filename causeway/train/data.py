@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from causeway.config import ConfigError, RunConfig
-from causeway.data_pipeline.objective_rules import params_of
-from causeway.data_pipeline.prepare import ensure_builtin
-from causeway.data_pipeline.sources import Source, as_sources, load_source
+from causeway.data_pipeline.objectives.rules import params_of
+from causeway.data_pipeline.prepare.prepare import ensure_builtin
+from causeway.data_pipeline.shards.sources import Source, as_sources, load_source
 from causeway.data_pipeline.stream import DataStream, default_readers
 from causeway.data_pipeline.stream.stream import fit_readers
 from causeway.data_pipeline.tokenizer import Tokenizer

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.corpus import builtin_documents
-from causeway.data_pipeline.prepare import ensure_builtin
+from causeway.data_pipeline.prepare.corpus import builtin_documents
+from causeway.data_pipeline.prepare.prepare import ensure_builtin
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 BUILTIN_PARAMS = {"vocab_size": 512, "val_fraction": 0.02, "docs_per_shard": 500, "seed": 0}
@@ -52,9 +52,9 @@ def write_dataset(
     """A prepared dataset of random documents (ids 110..499, EOS last) with the given number of
     documents per shard and split, written with the real shard writer; tokenizer from
     `tokenizer_dir`. Pair datasets get an inputs and a targets part per document."""
-    from causeway.data_pipeline.index import make_split_entry, write_index
-    from causeway.data_pipeline.prepare import index_document
-    from causeway.data_pipeline.shards import SplitWriter, token_dtype
+    from causeway.data_pipeline.prepare.prepare import index_document
+    from causeway.data_pipeline.shards.index import make_split_entry, write_index
+    from causeway.data_pipeline.shards.writer import SplitWriter, token_dtype
 
     tokenizer = Tokenizer.from_file(tokenizer_dir / "tokenizer.json")
     out.mkdir(parents=True, exist_ok=True)

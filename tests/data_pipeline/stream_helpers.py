@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from webdataset.tariterators import tarfile_samples
 
-from causeway.data_pipeline.index import read_index
+from causeway.data_pipeline.shards.index import read_index
 from causeway.data_pipeline.stream import DataStream
 
 from .reference.reader import decode_ids

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from causeway.data_pipeline.shards.tar_writer import TarShardWriter
 from causeway.data_pipeline.stream import DataStream
-from causeway.data_pipeline.tar_writer import TarShardWriter
 
 from .conftest import write_dataset
 from .stream_helpers import chunks_in, take

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.block_examples import DocBlock, Examples
-from causeway.data_pipeline.block_objectives import make_block_objective
-from causeway.data_pipeline.objective_rules import corrupted_lengths
+from causeway.data_pipeline.objectives.examples import DocBlock, Examples
+from causeway.data_pipeline.objectives.objectives import make_block_objective
+from causeway.data_pipeline.objectives.rules import corrupted_lengths
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 from .reference.objectives import (

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from causeway.data_pipeline.corpus import builtin_documents
+from causeway.data_pipeline.prepare.corpus import builtin_documents
 
 LONG = "x" * 250
 

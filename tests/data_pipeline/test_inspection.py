@@ -3,7 +3,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from causeway.data_pipeline.inspection import inspect_dataset
+from causeway.data_pipeline.shards.inspection import inspect_dataset
 
 
 def test_inspect_prints_counts_and_decoded_documents(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from causeway.data_pipeline.prepare import prepare_files
+from causeway.data_pipeline.prepare.prepare import prepare_files
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 from .reference.loader import batch_iterator

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from causeway.config.schema import MixtureEntry
-from causeway.data_pipeline.sources import Source, as_sources
+from causeway.data_pipeline.shards.sources import Source, as_sources
 from causeway.data_pipeline.stream import DataStream
 
 from .conftest import write_dataset

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from causeway.config.schema import ObjectiveConfig
-from causeway.data_pipeline.objective_rules import (
+from causeway.data_pipeline.objectives.rules import (
     OBJECTIVE_PARAMS,
     OBJECTIVES,
     PARAM_DEFAULTS,
@@ -21,7 +21,7 @@ from causeway.data_pipeline.objective_rules import (
     objective_shape,
     params_of,
 )
-from causeway.data_pipeline.span_block import noise_counts_array
+from causeway.data_pipeline.objectives.span_corruption import noise_counts_array
 
 
 def test_t5_shape_for_inputs_512() -> None:
@@ -113,7 +113,7 @@ def test_shape_is_a_frozen_dataclass() -> None:
 
 def test_module_is_torch_free() -> None:
     code = (
-        "import sys, causeway.data_pipeline.objective_rules, causeway.config.checks; "
+        "import sys, causeway.data_pipeline.objectives.rules, causeway.config.checks; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from webdataset.tariterators import tarfile_samples
 
-from causeway.data_pipeline.prepare import (
+from causeway.data_pipeline.prepare.prepare import (
     LOCK_NAME,
     ensure_builtin,
     exclusive_lock,

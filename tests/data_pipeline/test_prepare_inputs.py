@@ -16,10 +16,10 @@ import pytest
 import zstandard
 
 from causeway.cli import main
-from causeway.data_pipeline.index import read_index
-from causeway.data_pipeline.prepare import prepare_files
-from causeway.data_pipeline.prepare_progress import PROGRESS_DIR
-from causeway.data_pipeline.text_sources import expand_braces, expand_inputs
+from causeway.data_pipeline.prepare.patterns import expand_braces, expand_inputs
+from causeway.data_pipeline.prepare.prepare import prepare_files
+from causeway.data_pipeline.prepare.progress import PROGRESS_DIR
+from causeway.data_pipeline.shards.index import read_index
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 from .reference.reader import decode_ids, iter_samples

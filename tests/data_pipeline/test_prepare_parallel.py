@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.index import read_index
-from causeway.data_pipeline.prepare import parse_size, prepare_files
-from causeway.data_pipeline.prepare_progress import PROGRESS_DIR
-from causeway.data_pipeline.shards import SplitWriter, token_dtype
+from causeway.data_pipeline.prepare.prepare import parse_size, prepare_files
+from causeway.data_pipeline.prepare.progress import PROGRESS_DIR
+from causeway.data_pipeline.shards.index import read_index
+from causeway.data_pipeline.shards.writer import SplitWriter, token_dtype
 from causeway.data_pipeline.stream import DataStream
 
 from .reference.reader import decode_ids, iter_samples
@@ -107,7 +107,7 @@ def test_killed_preparation_resumes_to_the_same_bytes(
     reference = files(prepare(inputs, tokenizer, tmp_path / "ref", shard_bytes=32 * 1024))
     out = tmp_path / "out"
     code = (
-        "import sys; from causeway.data_pipeline.prepare import prepare_files; "
+        "import sys; from causeway.data_pipeline.prepare.prepare import prepare_files; "
         f"prepare_files({[str(p) for p in inputs]!r}, {str(tokenizer)!r}, {str(out)!r}, "
         "val_fraction=0.1, shard_bytes=32 * 1024, num_proc=1)"
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from causeway.data_pipeline.objective_rules import corrupted_lengths, span_corruption_lengths
+from causeway.data_pipeline.objectives.rules import corrupted_lengths, span_corruption_lengths
 
 from .reference.span_corruption import random_spans_noise_mask, span_corruption
 

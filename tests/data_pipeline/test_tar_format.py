@@ -9,8 +9,8 @@ import pytest
 from webdataset import TarWriter
 from webdataset.tariterators import tarfile_samples
 
-from causeway.data_pipeline.tar_reader import TarSampleReader
-from causeway.data_pipeline.tar_writer import RECORD, TarShardWriter, archive_bytes
+from causeway.data_pipeline.shards.tar_reader import TarSampleReader
+from causeway.data_pipeline.shards.tar_writer import RECORD, TarShardWriter, archive_bytes
 
 
 def _write(path: Path, members: list[tuple[str, bytes]]) -> tuple[int, str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from causeway.data_pipeline.inspection import inspect_dataset
-from causeway.data_pipeline.sources import Source
+from causeway.data_pipeline.shards.inspection import inspect_dataset
+from causeway.data_pipeline.shards.sources import Source
 from causeway.data_pipeline.stream import DataStream
 
 from .stream_helpers import same, take

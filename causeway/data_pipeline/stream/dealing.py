@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from causeway.data_pipeline.sources import ShardInfo
+from causeway.data_pipeline.shards.sources import ShardInfo
 
 
 class Piece(NamedTuple):

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from causeway.data_pipeline.block_examples import Examples
-from causeway.data_pipeline.block_objectives import BlockObjective
-from causeway.data_pipeline.row_packer import (
+from causeway.data_pipeline.objectives.examples import Examples
+from causeway.data_pipeline.objectives.objectives import BlockObjective
+from causeway.data_pipeline.packing.rows import (
     Placement,
     RowPacker,
     best_fit_rows,
     rows_to_placements,
 )
-from causeway.data_pipeline.sources import SourceData
+from causeway.data_pipeline.shards.sources import SourceData
 from causeway.data_pipeline.stream.dealing import Dealer, Piece
 from causeway.data_pipeline.stream.walk import ShardWalk
 

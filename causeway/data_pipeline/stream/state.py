@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from causeway.data_pipeline.sources import SourceData
+from causeway.data_pipeline.shards.sources import SourceData
 from causeway.data_pipeline.stream.dealing import Dealer, deal_in_order
 from causeway.data_pipeline.stream.reader import ReaderState
 

@@ -30,10 +30,15 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from causeway.data_pipeline.block_objectives import make_block_objective
-from causeway.data_pipeline.row_packer import Batch
-from causeway.data_pipeline.samples import probe_source
-from causeway.data_pipeline.sources import SourceSpec, as_sources, load_source, shared_tokenizer
+from causeway.data_pipeline.objectives.objectives import make_block_objective
+from causeway.data_pipeline.packing.arrays import Batch
+from causeway.data_pipeline.shards.samples import probe_source
+from causeway.data_pipeline.shards.sources import (
+    SourceSpec,
+    as_sources,
+    load_source,
+    shared_tokenizer,
+)
 from causeway.data_pipeline.stream.dealing import Dealer
 from causeway.data_pipeline.stream.reader import Counters, ReaderState, StreamSpec
 from causeway.data_pipeline.stream.state import Layout, merge_states, rank_state, select

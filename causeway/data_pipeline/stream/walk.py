@@ -14,12 +14,12 @@ import logging
 
 import numpy as np
 
-from causeway.data_pipeline.block_examples import DocBlock, Event
-from causeway.data_pipeline.samples import decode_samples
-from causeway.data_pipeline.sources import SourceData
+from causeway.data_pipeline.objectives.examples import DocBlock, Event
+from causeway.data_pipeline.shards.samples import decode_samples
+from causeway.data_pipeline.shards.sources import SourceData
+from causeway.data_pipeline.shards.tar_reader import ShardError, TarSampleReader
+from causeway.data_pipeline.shards.urls import open_url
 from causeway.data_pipeline.stream.dealing import Dealer, Piece
-from causeway.data_pipeline.tar_reader import ShardError, TarSampleReader
-from causeway.data_pipeline.urls import open_url
 
 logger = logging.getLogger("causeway.data")
 

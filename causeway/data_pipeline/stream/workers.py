@@ -20,13 +20,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from causeway.data_pipeline.row_packer import (
-    Batch,
-    Placement,
-    decoder_batch,
-    seq2seq_batch,
-    to_torch,
-)
+from causeway.data_pipeline.packing.arrays import Batch, decoder_batch, seq2seq_batch, to_torch
+from causeway.data_pipeline.packing.rows import Placement
 from causeway.data_pipeline.stream.reader import Reader, ReaderState, StreamSpec
 
 # Arrays whose second dimension is the number of segments: padded when rows are joined.

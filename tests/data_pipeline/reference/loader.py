@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from causeway.data_pipeline.row_packer import Batch
+from causeway.data_pipeline.packing.arrays import Batch
 from causeway.data_pipeline.stream.stream import DataStream
 from causeway.data_pipeline.tokenizer import Tokenizer
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from causeway.data_pipeline.objective_rules import ObjectiveShape, objective_shape
+from causeway.data_pipeline.objectives.rules import ObjectiveShape, objective_shape
 
 from .examples import (
     Example,

@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from causeway.data_pipeline.row_packer import Batch
+from causeway.data_pipeline.packing.arrays import Batch
 
 from .examples import Example, Seq2SeqExample
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from webdataset.tariterators import tarfile_samples
 
-from causeway.data_pipeline.index import read_index, split_entry
+from causeway.data_pipeline.shards.index import read_index, split_entry
 
 __all__ = ["iter_documents", "iter_pairs", "iter_samples", "read_index", "shard_order"]
 

@@ -3,7 +3,7 @@
 Ported from T5's `preprocessors.py` (random_spans_noise_mask, noise_span_to_unique_sentinel,
 random_spans_helper) to numpy with an explicit `np.random.Generator`, so that it is pure and
 seeded. Rounding is round-half-to-even in both T5 (tf.round / Python round) and here. The
-noise counts and the length helper are the package's (`causeway.data_pipeline.objective_rules`).
+noise counts and the length helper are the package's (`causeway.data_pipeline.objectives.rules`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from causeway.data_pipeline.objective_rules import (
+from causeway.data_pipeline.objectives.rules import (
     MEAN_NOISE_SPAN_LENGTH,
     NOISE_DENSITY,
     noise_counts,

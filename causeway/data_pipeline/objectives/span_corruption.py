@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from causeway.data_pipeline.block_ops import offsets, run_ids, within
-from causeway.data_pipeline.hash_random import combine, uniform
+from causeway.data_pipeline.objectives.hash_random import combine, uniform
+from causeway.data_pipeline.objectives.ops import offsets, run_ids, within
 
 _NOISE_CUTS, _CLEAN_CUTS = 1, 2
 
@@ -22,7 +22,7 @@ _NOISE_CUTS, _CLEAN_CUTS = 1, 2
 def noise_counts_array(
     lengths: np.ndarray, density: float, mean_span: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`objective_rules.noise_counts` for many lengths (numpy rounds half to even, like round)."""
+    """`rules.noise_counts` for many lengths (numpy rounds half to even, like round)."""
     n = np.maximum(np.asarray(lengths, dtype=np.int64), 2)
     noise = np.clip(np.rint(n * density).astype(np.int64), 1, n - 1)
     spans = np.maximum(np.rint(noise / mean_span).astype(np.int64), 1)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from causeway.data_pipeline.index import make_split_entry
-from causeway.data_pipeline.tar_writer import TarShardWriter, archive_bytes, member_bytes
+from causeway.data_pipeline.shards.index import make_split_entry
+from causeway.data_pipeline.shards.tar_writer import TarShardWriter, archive_bytes, member_bytes
 
 KEY_DIGITS = 9
 FIELDS = ("tokens", "inputs", "targets")

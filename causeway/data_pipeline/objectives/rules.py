@@ -3,7 +3,7 @@
 Which objectives and architectures exist, which config fields each objective takes (with
 their defaults and valid ranges), and how many raw document tokens one example consumes for
 a row budget, T5's span-corruption length helper included. `objective_shape` gathers all of
-it for one objective; `block_objectives`, the config checks and the per-document
+it for one objective; `objectives.py`, the config checks and the per-document
 specification under tests/data_pipeline/reference/ take their lengths from it.
 """
 

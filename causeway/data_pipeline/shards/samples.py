@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from causeway.data_pipeline.sources import SourceData
-from causeway.data_pipeline.tar_reader import Sample, TarSampleReader
-from causeway.data_pipeline.urls import exists, open_url
+from causeway.data_pipeline.shards.sources import SourceData
+from causeway.data_pipeline.shards.tar_reader import Sample, TarSampleReader
+from causeway.data_pipeline.shards.urls import exists, open_url
 
 
 def decode_samples(

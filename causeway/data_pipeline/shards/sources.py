@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from causeway.config.schema import MixtureEntry
-from causeway.data_pipeline.index import parse_index, read_index, split_entry
+from causeway.data_pipeline.shards.index import parse_index, read_index, split_entry
+from causeway.data_pipeline.shards.urls import is_local, join, local_path, read_bytes, shard_url
 from causeway.data_pipeline.tokenizer import DEFAULT_NUM_SENTINELS, Tokenizer
-from causeway.data_pipeline.urls import is_local, join, local_path, read_bytes, shard_url
 
 # str | Path | Source | MixtureEntry | Mapping | (path, weight) | a sequence of these
 SourceSpec = Any

@@ -1,18 +1,14 @@
-"""The vectorised packer gives exactly the batches of the reference packer in `packing.py`."""
+"""The vectorised packer: in order it gives exactly the batches of the reference packer
+(tests/data_pipeline/reference/packing.py); split and best-fit packing keep every example."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from causeway.data_pipeline.block_objectives import make_block_objective
-from causeway.data_pipeline.row_packer import (
-    RowPacker,
-    best_fit_rows,
-    decoder_batch,
-    seq2seq_batch,
-    to_torch,
-)
+from causeway.data_pipeline.objectives.objectives import make_block_objective
+from causeway.data_pipeline.packing.arrays import decoder_batch, seq2seq_batch, to_torch
+from causeway.data_pipeline.packing.rows import RowPacker, best_fit_rows
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 from .reference.packing import pack_decoder, pack_seq2seq

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from causeway.data_pipeline.index import write_json
+from causeway.data_pipeline.shards.index import write_json
 
 PROGRESS_DIR = ".prepare-progress"
 SETTINGS = "settings.json"

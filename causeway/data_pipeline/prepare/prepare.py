@@ -1,14 +1,14 @@
 """`causeway data prepare`: text -> token shards + tokenizer.json + index.json.
 
 Inputs (files, directories, globs, brace patterns; JSON lines plain or gzip/zstd compressed,
-text, parquet, webdataset tars: `text_sources.py`) are prepared in parallel processes, one
-input file per unit of work (`prepare_units.py`); each process tokenizes with the tokenizer's
+text, parquet, webdataset tars: `inputs.py`) are prepared in parallel processes, one
+input file per unit of work (`units.py`); each process tokenizes with the tokenizer's
 batch encoding and writes shards of about `shard_bytes` (default 256 MiB). Documents get EOS
 appended and are assigned to train or val by a seeded draw per document, so the split is
 deterministic and needs no second pass. Bad records are skipped and counted ("bad_inputs"
 in index.json) up to `max_bad`. index.json is removed first and written last: an
 interrupted prepare leaves a directory that every reader recognises as incomplete, and
-re-running it skips the shards it finished (`prepare_progress.py`).
+re-running it skips the shards it finished (`progress.py`).
 """
 
 from __future__ import annotations
@@ -24,17 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from causeway.data_pipeline.corpus import builtin_documents
-from causeway.data_pipeline.index import (
-    INDEX_VERSION,
-    index_path,
-    make_split_entry,
-    remove_index,
-    write_index,
-    write_json,
-)
-from causeway.data_pipeline.prepare_progress import open_progress, read_json
-from causeway.data_pipeline.prepare_units import (
+from causeway.data_pipeline.prepare.corpus import builtin_documents
+from causeway.data_pipeline.prepare.inputs import check_input
+from causeway.data_pipeline.prepare.patterns import expand_inputs
+from causeway.data_pipeline.prepare.progress import open_progress, read_json
+from causeway.data_pipeline.prepare.units import (
     ENCODE_BATCH,
     SPLITS,
     BadInputs,
@@ -43,8 +37,20 @@ from causeway.data_pipeline.prepare_units import (
     count_documents,
     run_units,
 )
-from causeway.data_pipeline.shards import DEFAULT_SHARD_BYTES, SplitWriter, dtype_name, token_dtype
-from causeway.data_pipeline.text_sources import check_input, expand_inputs
+from causeway.data_pipeline.shards.index import (
+    INDEX_VERSION,
+    index_path,
+    make_split_entry,
+    remove_index,
+    write_index,
+    write_json,
+)
+from causeway.data_pipeline.shards.writer import (
+    DEFAULT_SHARD_BYTES,
+    SplitWriter,
+    dtype_name,
+    token_dtype,
+)
 from causeway.data_pipeline.tokenizer import DEFAULT_NUM_SENTINELS, Tokenizer, train_bpe
 
 TOKENIZER_NAME = "tokenizer.json"
@@ -183,7 +189,7 @@ def prepare_files(
 
     `files` and `val_files` are files, directories, globs or brace patterns (`expand_inputs`)
     of JSON lines (`.jsonl`, `.json`, gzip or zstd compressed: `.jsonl.gz`, `.json.gz`,
-    `.jsonl.zst`, ...), `.txt`, `.parquet` or webdataset `.tar` files (`text_sources`).
+    `.jsonl.zst`, ...), `.txt`, `.parquet` or webdataset `.tar` files (`inputs.py`).
     Validation data comes either from `val_files` or from a seeded `val_fraction` of the
     documents of `files`, not both. With `pair_fields=("inputs", "targets")` each record is an
     mtf pair (jsonl/parquet only); EOS is appended to the targets. Empty texts are skipped.
@@ -191,7 +197,7 @@ def prepare_files(
     prepared in `num_proc` processes (default: one per CPU, at most one per file); re-running
     after an interruption with the same arguments keeps the shards already finished.
 
-    A bad record (invalid JSON or UTF-8, a missing or non-string field; `text_sources`) is
+    A bad record (invalid JSON or UTF-8, a missing or non-string field; `inputs.py`) is
     logged with its file and line (or member), skipped and counted: index.json's
     "bad_inputs". Once more than `max_bad` were seen preparation fails naming the last one;
     None allows any number. The default, 0, keeps this function strict (every bad record is

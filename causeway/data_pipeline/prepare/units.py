@@ -6,7 +6,7 @@ in parallel processes and give the same bytes in any order and with any number o
 A unit resumes by re-reading its input (cheap), drawing the same splits, and tokenizing only
 the documents that its finished shards do not hold.
 
-Bad records (`text_sources`) are skipped by the counting pass and the units alike, so the
+Bad records (`inputs.py`) are skipped by the counting pass and the units alike, so the
 numbering agrees; `BadInputs` counts them, logs the first few of each file on the
 "causeway.data" logger and fails once more than `max_bad` were seen.
 """
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from causeway.data_pipeline.prepare_progress import load_unit, save_unit
-from causeway.data_pipeline.shards import SplitWriter
-from causeway.data_pipeline.text_sources import OnBad, Record, iter_records
+from causeway.data_pipeline.prepare.inputs import OnBad, Record, iter_records
+from causeway.data_pipeline.prepare.progress import load_unit, save_unit
+from causeway.data_pipeline.shards.writer import SplitWriter
 from causeway.data_pipeline.tokenizer import Tokenizer
 
 ENCODE_BATCH = 1000

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from causeway.data_pipeline.samples import decode_samples
-from causeway.data_pipeline.sources import Source, SourceData, load_source, read_index_at
-from causeway.data_pipeline.tar_reader import ShardError, TarSampleReader
+from causeway.data_pipeline.shards.samples import decode_samples
+from causeway.data_pipeline.shards.sources import Source, SourceData, load_source, read_index_at
+from causeway.data_pipeline.shards.tar_reader import ShardError, TarSampleReader
+from causeway.data_pipeline.shards.urls import open_url
 from causeway.data_pipeline.tokenizer import Tokenizer
-from causeway.data_pipeline.urls import open_url
 
 SAMPLE_CHARS = 300
 

@@ -1,7 +1,7 @@
 """The pretraining objectives applied to a whole block of documents at once (numpy, no loop per
 document or token).
 
-Lengths and parameters are those of `objective_rules.objective_shape`; semantics (loss masks,
+Lengths and parameters are those of `rules.objective_shape`; semantics (loss masks,
 prefixes, chunking and truncation rules) are those of the per-document specification in
 tests/data_pipeline/reference/, checked against it in tests. Only the source of randomness
 differs: every random choice is hashed from (seed, source, epoch, shard, sample, chunk) so
@@ -18,23 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from causeway.data_pipeline.block_examples import (
+from causeway.data_pipeline.objectives.examples import (
     DocBlock,
     Examples,
     chunk_block,
     decoder_from_pairs,
     position_keys,
 )
-from causeway.data_pipeline.block_ops import offsets, take_runs, within
-from causeway.data_pipeline.hash_random import below, combine, uniform
-from causeway.data_pipeline.objective_rules import (
+from causeway.data_pipeline.objectives.hash_random import below, combine, uniform
+from causeway.data_pipeline.objectives.ops import offsets, take_runs, within
+from causeway.data_pipeline.objectives.rules import (
     MASK_PROB,
     MEAN_NOISE_SPAN_LENGTH,
     NOISE_DENSITY,
     ObjectiveShape,
     objective_shape,
 )
-from causeway.data_pipeline.span_block import span_corrupt_block
+from causeway.data_pipeline.objectives.span_corruption import span_corrupt_block
 
 _SPLIT, _CHOOSE, _ACTION, _RANDOM_TOKEN = 11, 12, 13, 14
 Transform = Callable[[DocBlock, int], Examples]

@@ -1,5 +1,5 @@
 """Examples of a whole block of documents, as flat arrays: the currency between the objectives
-(`block_objectives`) and the packer (`row_packer`), plus the chunking and pair helpers they share.
+(`objectives.py`) and the packer (`packing/`), plus the chunking and pair helpers they share.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from causeway.data_pipeline.block_ops import offsets, ranges, run_ids, within
-from causeway.data_pipeline.hash_random import combine, key_of
+from causeway.data_pipeline.objectives.hash_random import combine, key_of
+from causeway.data_pipeline.objectives.ops import offsets, ranges, run_ids, within
 
 Event = tuple[int, str]  # (sample index, counter name)
 
