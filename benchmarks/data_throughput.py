@@ -33,7 +33,7 @@ from causeway.data_pipeline.prepare.prepare import prepare_builtin, prepare_file
 from causeway.data_pipeline.shards.index import read_index, write_index
 from causeway.data_pipeline.shards.samples import decode_samples
 from causeway.data_pipeline.shards.sources import Source, load_source
-from causeway.data_pipeline.shards.tar_reader import TarSampleReader
+from causeway.data_pipeline.shards.tar_reader import TarSamples
 from causeway.data_pipeline.shards.urls import open_url
 from causeway.data_pipeline.shards.writer import SplitWriter, token_dtype
 from causeway.data_pipeline.stream import DataStream
@@ -61,7 +61,7 @@ def read_documents(data_dir: Path, split: str) -> list[np.ndarray]:
     data = load_source(Source(str(data_dir)), split)
     docs = []
     for shard in data.shards:
-        tar = TarSampleReader(open_url(shard.url), shard.url)
+        tar = TarSamples(open_url(shard.url), shard.url)
         samples, error = tar.read(shard.documents, 1 << 62)
         tar.close()
         if error is not None:

@@ -182,7 +182,7 @@ def test_bad_jsonl_errors_name_file_and_line(
     source = tmp_path / "bad.jsonl"
     source.write_text('{"text": "fine"}\n\n' + line + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=message):
-        prepare_files([source], small_builtin / "tokenizer.json", tmp_path / "out")
+        prepare_files([source], small_builtin / "tokenizer.json", tmp_path / "out", max_bad=0)
 
 
 def test_failed_prepare_leaves_no_index(tmp_path: Path, small_builtin: Path) -> None:
@@ -193,7 +193,7 @@ def test_failed_prepare_leaves_no_index(tmp_path: Path, small_builtin: Path) -> 
     rows = [{"text": f"doc {i}"} for i in range(2500)] + [{"oops": 1}]
     bad = _write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(ValueError, match="bad.jsonl:2501"):
-        prepare_files([bad], small_builtin / "tokenizer.json", out, docs_per_shard=1000)
+        prepare_files([bad], small_builtin / "tokenizer.json", out, docs_per_shard=1000, max_bad=0)
     assert not (out / "index.json").exists()
     with pytest.raises(FileNotFoundError, match="not a prepared dataset"):
         read_index(out)

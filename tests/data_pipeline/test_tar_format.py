@@ -9,7 +9,7 @@ import pytest
 from webdataset import TarWriter
 from webdataset.tariterators import tarfile_samples
 
-from causeway.data_pipeline.shards.tar_reader import TarSampleReader
+from causeway.data_pipeline.shards.tar_reader import TarSamples
 from causeway.data_pipeline.shards.tar_writer import RECORD, TarShardWriter, archive_bytes
 
 
@@ -29,7 +29,7 @@ MEMBERS = [
 
 
 def _read_all(stream, name: str = "x", **kwargs) -> tuple[list, object]:
-    reader = TarSampleReader(stream, name, **kwargs)
+    reader = TarSamples(stream, name, **kwargs)
     samples, error = reader.read(100, 1 << 30)
     return [(s.index, s.key, {k: bytes(v) for k, v in s.fields.items()}) for s in samples], error
 
@@ -108,7 +108,7 @@ def test_skip_and_hash(tmp_path: Path) -> None:
     members = [(f"{i:09d}.tokens.u16", bytes([i]) * 10) for i in range(20)]
     _, digest = _write(tmp_path / "s.tar", members)
     stream = io.BytesIO((tmp_path / "s.tar").read_bytes())
-    reader = TarSampleReader(stream, "s", hash_bytes=True)
+    reader = TarSamples(stream, "s", hash_bytes=True)
     assert reader.skip(13) is None
     samples, _ = reader.read(3, 1 << 30)
     assert [s.index for s in samples] == [13, 14, 15]

@@ -159,8 +159,7 @@ class RowPacker:
             if used + size > capacity or segments >= limit:
                 room = capacity - used
                 if split and segments < limit and room > 0:  # its first part ends the row
-                    index.append(i), rows.append(row), offsets.append(used)
-                    numbers.append(segments + 1), lengths.append(room)
+                    _add(index, rows, offsets, numbers, lengths, i, row, used, segments + 1, room)
                     self.parts.append(_placement(examples, index, rows, [offsets], numbers,
                                                  [lengths], first_skip))  # fmt: skip
                     skip += room
@@ -173,8 +172,7 @@ class RowPacker:
                     break
                 continue
             segments += 1
-            index.append(i), rows.append(row), offsets.append(used)
-            numbers.append(segments), lengths.append(size)
+            _add(index, rows, offsets, numbers, lengths, i, row, used, segments, size)
             used += size
             i, skip = i + 1, 0
         if index:
@@ -188,6 +186,14 @@ class RowPacker:
         parts = self.parts
         self.parts, self.row, self.used, self.segments = [], 0, [0] * len(self.capacity), 0
         return parts
+
+
+def _add(index, rows, offsets, numbers, lengths, i, row, offset, number, length) -> None:
+    index.append(i)
+    rows.append(row)
+    offsets.append(offset)
+    numbers.append(number)
+    lengths.append(length)
 
 
 class _Run:

@@ -183,7 +183,7 @@ def prepare_files(
     num_sentinels: int = DEFAULT_NUM_SENTINELS,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     num_proc: int | None = None,
-    max_bad: int | None = 0,
+    max_bad: int | None = None,
 ) -> Path:
     """Tokenize input files with an existing tokenizer.json into shards.
 
@@ -200,8 +200,8 @@ def prepare_files(
     A bad record (invalid JSON or UTF-8, a missing or non-string field; `inputs.py`) is
     logged with its file and line (or member), skipped and counted: index.json's
     "bad_inputs". Once more than `max_bad` were seen preparation fails naming the last one;
-    None allows any number. The default, 0, keeps this function strict (every bad record is
-    an error); the CLI's `--max-bad` defaults to no limit.
+    None (the default, as for the CLI's `--max-bad`) allows any number; 0 makes every bad
+    record an error.
     """
     if val_files and val_fraction:
         raise ValueError("give either val_files or val_fraction, not both")

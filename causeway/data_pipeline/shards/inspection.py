@@ -16,7 +16,7 @@ import numpy as np
 
 from causeway.data_pipeline.shards.samples import decode_samples
 from causeway.data_pipeline.shards.sources import Source, SourceData, load_source, read_index_at
-from causeway.data_pipeline.shards.tar_reader import ShardError, TarSampleReader
+from causeway.data_pipeline.shards.tar_reader import ShardError, TarSamples
 from causeway.data_pipeline.shards.urls import open_url
 from causeway.data_pipeline.tokenizer import Tokenizer
 
@@ -71,7 +71,7 @@ def _sample_lines(data: SourceData, count: int) -> list[str]:
     for shard in data.shards:
         if len(lines) >= count:
             break
-        tar = TarSampleReader(open_url(shard.url), shard.url)
+        tar = TarSamples(open_url(shard.url), shard.url)
         samples, _ = tar.read(count - len(lines), 1 << 30)
         tar.close()
         kept, parts, lengths, inputs, _ = decode_samples(samples, data)
@@ -100,7 +100,7 @@ def verify_split(data: SourceData) -> list[ShardCheck]:
 def _verify_shard(data: SourceData, i: int) -> ShardCheck:
     shard = data.shards[i]
     try:
-        tar = TarSampleReader(open_url(shard.url), shard.url, hash_bytes=True)
+        tar = TarSamples(open_url(shard.url), shard.url, hash_bytes=True)
     except (OSError, ValueError) as e:
         return ShardCheck(shard.name, f"missing or unreadable ({e})")
     count, bad = 0, 0

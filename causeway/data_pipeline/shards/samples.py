@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from causeway.data_pipeline.shards.sources import SourceData
-from causeway.data_pipeline.shards.tar_reader import Sample, TarSampleReader
+from causeway.data_pipeline.shards.tar_reader import Sample, TarSamples
 from causeway.data_pipeline.shards.urls import exists, open_url
 
 
@@ -64,7 +64,7 @@ def probe_source(data: SourceData) -> None:
             problems.append(f"{shard.url}: missing")
             continue
         try:
-            tar = TarSampleReader(open_url(shard.url), shard.url)
+            tar = TarSamples(open_url(shard.url), shard.url)
         except (OSError, ValueError) as e:
             problems.append(f"{shard.url}: cannot open ({e})")
             continue

@@ -84,7 +84,7 @@ def _pax_path(data: memoryview) -> str | None:
     return None
 
 
-class TarSampleReader:
+class TarSamples:
     """Samples of one tar stream, in order. Not thread-safe; one reader per stream."""
 
     def __init__(self, stream: BinaryIO, url: str, hash_bytes: bool = False) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from causeway.data_pipeline.objectives.examples import DocBlock, Event
 from causeway.data_pipeline.shards.samples import decode_samples
 from causeway.data_pipeline.shards.sources import SourceData
-from causeway.data_pipeline.shards.tar_reader import ShardError, TarSampleReader
+from causeway.data_pipeline.shards.tar_reader import ShardError, TarSamples
 from causeway.data_pipeline.shards.urls import open_url
 from causeway.data_pipeline.stream.dealing import Dealer, Piece
 
@@ -51,7 +51,7 @@ class ShardWalk:
         self.verify = verify
         self.block_bytes = block_bytes
         self.current: Piece | None = None
-        self._tar: TarSampleReader | None = None
+        self._tar: TarSamples | None = None
         self._first_read = False
         self._docs_since_deal = 0
         self._barren_epochs = 0
@@ -123,7 +123,7 @@ class ShardWalk:
         shard = self.data.shards[piece.shard]
         hash_it = self.verify and shard.sha256 is not None and piece.stop == shard.documents
         try:
-            self._tar = TarSampleReader(open_url(shard.url), shard.url, hash_bytes=hash_it)
+            self._tar = TarSamples(open_url(shard.url), shard.url, hash_bytes=hash_it)
         except (OSError, ValueError) as e:
             return self._give_up(ShardError(shard.url, f"cannot open ({e})", unreadable=True))
         self._first_read = True
