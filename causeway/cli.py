@@ -9,24 +9,53 @@
     causeway convert arch CKPT --visibility V [--objective O] --out DIR
     causeway convert to-encoder-decoder CKPT --out DIR
     causeway convert export-hf CKPT --out DIR | import-hf DIR --out DIR
-    causeway convert inspect CKPT [--allow-partial] | consolidate CKPT --out FILE
+    causeway convert inspect CKPT [--allow-partial] [--verify] | consolidate CKPT --out FILE
     causeway launch local RECIPE --nproc N [--run-dir DIR] [--set ...]
     causeway launch slurm RECIPE --nodes N --gpus-per-node G [--dry-run] [...]
     causeway launch ray RECIPE --address ADDR --workers N [--min-workers M] [--submit] [...]
     causeway status RUN_DIR [--json]
 
-Configuration mistakes print one line and exit with status 2 before anything is written.
+Configuration mistakes print one line and exit with status 2 before anything is written:
+unknown or mistyped keys and flags, layouts that do not fit, missing or unreadable files,
+checkpoints of another model, corrupt datasets (tests/test_bad_inputs.py). Under torchrun
+only local rank 0 prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 from causeway.config import ConfigError, dump_yaml, load_config
 
 DEFAULT_RECIPE = "quickstart"
+EXIT_USAGE = 2
+# Under torchrun the ranks other than local rank 0 keep a usage error to themselves; they
+# wait this long before exiting so that torchrun does not stop rank 0 before it has said it.
+QUIET_RANK_GRACE_S = 2.0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes in one line (exit 2) instead of usage plus the error."""
+
+    def error(self, message: str):
+        report_usage_error(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise SystemExit(EXIT_USAGE)
+
+
+def quiet_rank() -> bool:
+    """A torchrun worker other than local rank 0 (each node's rank 0 speaks for it)."""
+    return os.environ.get("LOCAL_RANK", "0") not in ("", "0") and "WORLD_SIZE" in os.environ
+
+
+def report_usage_error(line: str) -> None:
+    if quiet_rank():
+        time.sleep(QUIET_RANK_GRACE_S)
+        return
+    print(" ".join(line.split()), file=sys.stderr, flush=True)
 
 
 def add_config_args(parser: argparse.ArgumentParser, recipe_optional: bool) -> None:
@@ -40,7 +69,7 @@ def add_config_args(parser: argparse.ArgumentParser, recipe_optional: bool) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="causeway", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="causeway", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model from a recipe")
@@ -82,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="store (inputs, targets) pairs from these fields, for the mtf objective",
     )  # fmt: skip
     prepare.add_argument("--val-fraction", type=float, default=None)
-    prepare.add_argument("--vocab-size", type=int, default=4096, help="builtin BPE size")
+    prepare.add_argument(
+        "--vocab-size", type=int, default=None, help="builtin BPE size (default 4096)"
+    )
     prepare.add_argument("--val-files", nargs="+", help="held-out inputs, as --input")
     prepare.add_argument(
         "--max-bad", type=int, default=None, metavar="N",
@@ -107,7 +138,7 @@ def add_convert_parser(commands) -> None:
     arch = sub.add_parser("arch", help="same weights, another visibility/objective")
     arch.add_argument("checkpoint")
     arch.add_argument("--visibility", required=True, choices=["causal", "prefix", "bidirectional"])
-    arch.add_argument("--objective", help="objective of the converted model")
+    arch.add_argument("--objective", choices=objectives(), help="objective of the converted model")
     arch.add_argument("--out", required=True)
     arch.add_argument("--allow-partial", action="store_true")
     arch.add_argument("--keep-optimizer", action="store_true", help="keep optimizer and data state")
@@ -126,10 +157,22 @@ def add_convert_parser(commands) -> None:
     inspect = sub.add_parser("inspect", help="step, config, layout, tensors, provenance")
     inspect.add_argument("checkpoint")
     inspect.add_argument("--allow-partial", action="store_true")
+    inspect.add_argument(
+        "--verify", action="store_true",
+        help="check every file's checksum against the commit record (corrupt: exit 2)",
+    )  # fmt: skip
     consolidate = sub.add_parser("consolidate", help="one safetensors file of the model")
     consolidate.add_argument("checkpoint")
     consolidate.add_argument("--out", required=True)
     consolidate.add_argument("--allow-partial", action="store_true")
+
+
+def objectives() -> list[str]:
+    import typing
+
+    from causeway.config.schema import ObjectiveConfig
+
+    return list(typing.get_args(typing.get_type_hints(ObjectiveConfig)["name"]))
 
 
 def add_launch_parser(commands) -> None:
@@ -224,10 +267,9 @@ def run_convert(args) -> int:
 
         out = import_hf(Path(args.checkpoint), Path(args.out), args.recipe)
     elif command == "inspect":
-        from causeway.checkpoint.discovery import resolve_checkpoint
-
-        found = resolve_checkpoint(args.checkpoint, args.allow_partial)
-        print(json.dumps(checkpoints.describe(found), indent=2))
+        found = checkpoints.readable_checkpoint(args.checkpoint, args.allow_partial)
+        verified = checkpoints.verify(found) if args.verify else None  # raises if corrupt
+        print(json.dumps({**checkpoints.describe(found), **(verified or {})}, indent=2))
         return 0
     else:
         out = checkpoints.consolidate(args.checkpoint, args.out, args.allow_partial)
@@ -236,6 +278,7 @@ def run_convert(args) -> int:
 
 
 def run_train(args) -> int:
+    from causeway.train.failures import EXIT_FAILED, TrainingFailed
     from causeway.train.stop import EXIT_STOPPED, TrainingStopped
     from causeway.train.trainer import run_training
 
@@ -243,11 +286,19 @@ def run_train(args) -> int:
     if args.init_from:
         overrides.append(f"checkpoint.init_from={args.init_from}")
     cfg = load_config(args.recipe, overrides)
+    from causeway.launcher.preflight import check_run_inputs
+
+    run_dir = args.run_dir or (Path(cfg.run_dir) if cfg.run_dir else None)
+    flags = {"checkpoint.init_from": "--init-from"} if args.init_from else {}
+    check_run_inputs(cfg, run_dir, flags=flags)
     try:
         run_training(cfg, args.run_dir)
     except TrainingStopped as stopped:
         print(f"causeway: {stopped}", file=sys.stderr)
         return EXIT_STOPPED
+    except TrainingFailed as failed:  # a fault the run cannot go on from, said in one line
+        print(f"causeway: error: {failed}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -264,11 +315,105 @@ def run_plan(args) -> int:
 
 def run_data(args) -> int:
     if args.data_command == "inspect":
-        from causeway.data_pipeline.shards.inspection import inspect_dataset
-
-        print(inspect_dataset(args.data_dir, args.samples, args.verify, args.split))
-        return 0
+        return run_data_inspect(args)
     return run_data_prepare(args)
+
+
+def run_data_inspect(args) -> int:
+    """The report on stdout; with --verify, damaged shards also make one line on stderr and
+    exit status 2."""
+    from causeway.data_pipeline.shards.inspection import inspect_dataset, verify_split
+    from causeway.data_pipeline.shards.sources import Source, load_source, read_index_at
+    from causeway.data_pipeline.shards.urls import is_local
+    from causeway.launcher.preflight import open_dataset
+
+    where = args.data_dir
+    if is_local(where):
+        open_dataset(where, "dataset")  # index.json and tokenizer readable
+    splits = read_index_at(where)["splits"]
+    if args.split not in splits:
+        raise ConfigError(
+            f"--split {args.split!r}: {where} has the splits {', '.join(sorted(splits))}"
+        )
+    print(inspect_dataset(where, args.samples, verify=False, split=args.split))
+    if not args.verify:
+        return 0
+    bad = []
+    for name in sorted(splits):
+        checks = verify_split(load_source(Source(where), name))
+        failed = [c for c in checks if c.problem]
+        print(f"verify {name}: {len(checks) - len(failed)} of {len(checks)} shards ok")
+        print("".join(f"  {c.name}: {c.problem}\n" for c in failed), end="", flush=True)
+        bad += failed
+    if bad:
+        report_usage_error(
+            f"causeway: error: {where}: {len(bad)} shard(s) failed verification (first: "
+            f"{bad[0].name}: {bad[0].problem}); re-run `causeway data prepare`"
+        )
+        return EXIT_USAGE
+    return 0
+
+
+# What `causeway data prepare` itself leaves in --out: it may write into such a directory
+# again (an interrupted preparation continues), never into one that holds anything else.
+PREPARED_NAMES = ("index.json", "tokenizer.json", ".prepare-progress", ".prepare.lock")
+
+
+def check_prepare_args(args, source: str) -> None:
+    """Contradictory or out-of-range flags and an --out of other files, before any write."""
+    from causeway.data_pipeline.tokenizer import DEFAULT_NUM_SENTINELS, reserved_tokens
+    from causeway.launcher.preflight import read_tokenizer
+
+    files_only = {
+        "--input": bool(args.input), "--tokenizer": args.tokenizer is not None,
+        "--val-files": bool(args.val_files), "--pair-fields": bool(args.pair_fields),
+        "--max-bad": args.max_bad is not None, "--num-proc": args.num_proc is not None,
+        "--text-field": args.text_field != "text",
+    }  # fmt: skip
+    if source == "builtin":
+        given = [flag for flag, on in files_only.items() if on]
+        if given:
+            raise ConfigError(
+                f"--source builtin reads no {', '.join(given)}: those are for --source files"
+            )
+        minimum = len(reserved_tokens(DEFAULT_NUM_SENTINELS)) + 256
+        if args.vocab_size is not None and args.vocab_size < minimum:
+            raise ConfigError(
+                f"--vocab-size {args.vocab_size} is too small: the builtin BPE needs at least "
+                f"{minimum} (reserved tokens and 256 byte symbols)"
+            )
+    else:
+        if args.vocab_size is not None:
+            raise ConfigError(
+                "--vocab-size sizes the builtin BPE; with --source files the --tokenizer "
+                "decides the vocabulary"
+            )
+        if not args.input or not args.tokenizer:
+            raise ConfigError("data prepare --source files needs --input FILES and --tokenizer")
+        if args.val_files and args.val_fraction:
+            raise ConfigError("--val-files and --val-fraction both choose the validation "
+                              "documents: give one")  # fmt: skip
+        if args.max_bad is not None and args.max_bad < 0:
+            raise ConfigError(f"--max-bad must be >= 0, got {args.max_bad}")
+        if args.num_proc is not None and args.num_proc < 1:
+            raise ConfigError(f"--num-proc must be >= 1, got {args.num_proc}")
+        read_tokenizer(args.tokenizer, "--tokenizer")
+    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    if out.is_dir():
+        other = sorted(
+            p.name for p in out.iterdir()
+            if p.name not in PREPARED_NAMES and not p.name.startswith(("train-", "val-"))
+            and not p.name.endswith(".partial")
+        )  # fmt: skip
+        if other:
+            raise ConfigError(
+                f"--out {out} is not empty and is no dataset ({', '.join(other[:3])}"
+                f"{' ...' if len(other) > 3 else ''}): choose a new or empty directory"
+            )
 
 
 def run_data_prepare(args) -> int:
@@ -276,16 +421,20 @@ def run_data_prepare(args) -> int:
     from causeway.data_pipeline.shards.index import read_index
 
     source = args.source or ("files" if args.input else "builtin")
-    shard_bytes = parse_size(args.shard_size)
+    try:
+        shard_bytes = parse_size(args.shard_size)
+    except ValueError as err:
+        raise ConfigError(f"--shard-size: {err}") from None
+    if shard_bytes <= 0:
+        raise ConfigError(f"--shard-size must be positive, got {args.shard_size!r}")
+    check_prepare_args(args, source)
     if source == "builtin":
         fraction = 0.02 if args.val_fraction is None else args.val_fraction
         out = prepare_builtin(
-            args.out, vocab_size=args.vocab_size, val_fraction=fraction, seed=args.seed,
+            args.out, vocab_size=args.vocab_size or 4096, val_fraction=fraction, seed=args.seed,
             shard_bytes=shard_bytes,
         )  # fmt: skip
     else:
-        if not args.input or not args.tokenizer:
-            raise ConfigError("data prepare --source files needs --input FILES and --tokenizer")
         out = prepare_files(
             args.input, args.tokenizer, args.out, text_field=args.text_field,
             val_fraction=args.val_fraction or 0.0, val_files=args.val_files, seed=args.seed,
@@ -313,11 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as err:
-        print(f"causeway: config error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"causeway: error: {err}", file=sys.stderr)
-        return 2
+        report_usage_error(f"causeway: config error: {err}")
+        return EXIT_USAGE
+    except (
+        FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError,
+    ) as err:  # fmt: skip
+        report_usage_error(f"causeway: error: {err}")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

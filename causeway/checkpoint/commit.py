@@ -10,9 +10,10 @@ asynchronous ones), rank 0 writes and fsyncs the marker (`mark_committed`).
 The rule for readers: a directory without the marker is never loaded as complete.
 `load_state` and `weights.load_model_weights` refuse it unless a partial checkpoint is
 asked for explicitly, and `discovery.py` skips it when it picks a run's newest
-checkpoint. A crash mid-save therefore leaves a partial directory, never one that reads
-as complete. Being keyed by single-device parameter names, a checkpoint saved under one
-layout loads under any other.
+checkpoint. The marker is the commit record (`integrity.py`): each file's size, checked
+at every load, and checksum, checked on request. A crash mid-save therefore leaves a
+partial directory, never one that reads as complete. Being keyed by single-device
+parameter names, a checkpoint saved under one layout loads under any other.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch.distributed.checkpoint as dcp
 from torch import nn
 
+from causeway.checkpoint.integrity import COMMIT_MARKER, check_sizes, write_record
 from causeway.checkpoint.ranks import barrier, is_main, quiet_single_process
 from causeway.checkpoint.training_state import model_state
 from causeway.config import RunConfig, dump_yaml
-
-COMMIT_MARKER = "COMMITTED"
 
 
 def fsync_tree(path: Path) -> None:
@@ -50,24 +51,31 @@ def start_checkpoint(out: Path, step: int, config: RunConfig, meta: dict | None)
     barrier()
 
 
-def mark_committed(out: Path, step: int) -> None:
-    """Rank 0 writes COMMITTED last, once every file of the checkpoint is on disk."""
+def mark_committed(out: Path, step: int) -> dict | None:
+    """Rank 0 writes COMMITTED last, once every file of the checkpoint is on disk: the
+    commit record (`integrity.py`: each file's size and CRC32, read as it is fsynced),
+    renamed into place whole. Returns the record (None on other ranks)."""
     if is_main():
-        fsync_tree(out)
-        marker = out / COMMIT_MARKER
-        marker.write_text(f"{step}\n")
-        with marker.open("rb") as handle:
-            os.fsync(handle.fileno())
+        return write_record(out, step)
+    return None
 
 
 def write_checkpoint(
-    out: Path, step: int, config: RunConfig, state: dict, meta: dict | None = None
+    out: Path,
+    step: int,
+    config: RunConfig,
+    state: dict,
+    meta: dict | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> Path:
-    """Save `state` with DCP into `out` and commit it (the synchronous commit rule)."""
+    """Save `state` with DCP into `out` and commit it (the synchronous commit rule).
+    `before_commit` runs on every rank once the data files are written (test faults)."""
     start_checkpoint(out, step, config, meta)
     with quiet_single_process():
         dcp.save(state, checkpoint_id=str(out))
     fsync_tree(out)
+    if before_commit is not None:
+        before_commit()
     barrier()
     mark_committed(out, step)
     barrier()
@@ -100,8 +108,10 @@ def require_committed(checkpoint: Path) -> None:
 
 
 def load_state(checkpoint: Path, template: dict) -> dict:
-    """Fill `template` (e.g. {"data": stream.state_dict()}) from a committed checkpoint."""
+    """Fill `template` (e.g. {"data": stream.state_dict()}) from a committed checkpoint
+    (its files' sizes checked against the commit record)."""
     require_committed(checkpoint)
+    check_sizes(checkpoint)
     with quiet_single_process():
         dcp.load(template, checkpoint_id=str(checkpoint))
     return template

@@ -3,7 +3,8 @@ path given by the user (`--init-from`, `checkpoint.resume`, `causeway convert`) 
 
 Only committed directories count (`commit.py`): a run directory means its newest
 committed checkpoint, and a partial checkpoint named explicitly is refused unless
-`allow_partial`.
+`allow_partial`. `resume: auto` also passes over corrupt ones (`newest_intact`); a
+corrupt checkpoint named explicitly fails when it is loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from pathlib import Path
 
 from causeway.checkpoint.commit import COMMIT_MARKER, is_committed
+from causeway.checkpoint.integrity import CorruptCheckpoint, check_intact
 
 log = logging.getLogger("causeway.checkpoint")
 
@@ -40,6 +42,31 @@ def newest_committed(run_dir: Path, warn: bool = True) -> Path | None:
     if skipped and warn:
         log.warning("resume: ignoring partial checkpoints %s in %s", ", ".join(skipped), run_dir)
     return chosen
+
+
+def newest_intact(run_dir: Path, verify: bool = False) -> tuple[Path | None, list[Path]]:
+    """For `resume: auto`: the newest committed checkpoint whose files match its commit
+    record (sizes; checksums too with `verify`), and the corrupt ones newer than it, each
+    named in a warning. (None, []) without committed checkpoints; CorruptCheckpoint
+    naming them all when every one is corrupt (starting afresh would lose the run)."""
+    if newest_committed(run_dir) is None:  # names the partial ones
+        return None, []
+    corrupt, errors = [], []
+    for _, path in reversed(step_dirs(run_dir)):
+        if not is_committed(path):
+            continue
+        try:
+            check_intact(path, verify)
+        except CorruptCheckpoint as err:
+            log.warning("resume: %s; trying the previous committed checkpoint", err)
+            corrupt.append(path)
+            errors.append(str(err))
+            continue
+        return path, corrupt
+    raise CorruptCheckpoint(
+        f"every committed checkpoint in {run_dir} is corrupt; resume: auto will not start "
+        f"afresh, which would lose the run (move them aside to start over): {'; '.join(errors)}"
+    )
 
 
 def resolve_checkpoint(path: str | Path, allow_partial: bool = False) -> Path:

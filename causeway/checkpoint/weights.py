@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
 from causeway.checkpoint.commit import require_committed
+from causeway.checkpoint.integrity import check_intact
 from causeway.checkpoint.ranks import quiet_single_process
 from causeway.checkpoint.training_state import check_compatible, model_state
 
@@ -22,12 +23,16 @@ def load_model_weights(
     parts: list[nn.Module] | nn.Module,
     whole_model: bool = True,
     allow_partial: bool = False,
+    verify: bool = False,
 ) -> None:
     """Load a committed checkpoint's weights into the parts (any layout); `whole_model`
-    False for pipeline stages, which hold only some of the checkpoint's tensors."""
+    False for pipeline stages, which hold only some of the checkpoint's tensors. Its
+    files' sizes are checked against the commit record, and with `verify` their checksums
+    (`integrity.check_intact`, a collective then: call it on every rank)."""
     checkpoint = Path(checkpoint)
     if not allow_partial:
         require_committed(checkpoint)
+    check_intact(checkpoint, verify)
     parts = [parts] if isinstance(parts, nn.Module) else parts
     state = {"model": model_state(parts)}
     check_compatible(checkpoint, state["model"], whole_model)

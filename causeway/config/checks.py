@@ -87,6 +87,9 @@ def check_model(config: RunConfig) -> None:
 
 def check_objective(config: RunConfig) -> None:
     m, name, o = config.model, config.objective.name, config.objective
+    if name not in DECODER_VISIBILITIES:
+        known = ", ".join(DECODER_VISIBILITIES)
+        raise ConfigError(f"objective.name '{name}' is not one of {known}")
     try:
         check_params({param: getattr(o, param) for param in PARAM_DEFAULTS})
     except ValueError as e:

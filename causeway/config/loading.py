@@ -33,6 +33,10 @@ def find_recipe(name_or_path: str) -> Path:
     for candidate in (CONFIG_DIR / name_or_path, CONFIG_DIR / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
+    if path.is_dir():
+        raise ConfigError(f"recipe '{name_or_path}' is a directory, not a YAML file")
+    if len(path.parts) > 1 or path.suffix in (".yaml", ".yml"):  # meant as a file
+        raise ConfigError(f"recipe file '{name_or_path}' does not exist")
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     close = difflib.get_close_matches(path.stem, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known recipes: {', '.join(known)}"
@@ -59,9 +63,17 @@ def load_config(recipe: str | None = None, overrides: list[str] = ()) -> RunConf
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot be read ({why})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -76,7 +88,15 @@ class Source:
         self.recipe, self.overrides = recipe, overrides
 
     def of(self, path: str) -> str:
-        return self.overrides.get(path, self.recipe)
+        """The `--set` of `path`, of a section above it (`--set data.mixture=[...]` for
+        data.mixture[0].path) or of a key below it (`--set modle.x=1` for modle), else
+        the recipe."""
+        if path in self.overrides:
+            return self.overrides[path]
+        for key, item in self.overrides.items():
+            if path.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{path}."):
+                return item
+        return self.recipe
 
 
 def apply_override(raw: dict[str, Any], item: str) -> str:

@@ -144,6 +144,16 @@ class TrainConfig:
     # Signals that ask for a clean stop: all ranks agree on a step, save, and exit with
     # causeway.train.stop.EXIT_STOPPED. USR2 is Slurm's warning (NCCL may use USR1).
     stop_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR2"])
+    # A step whose loss or gradient norm is NaN/inf is skipped on every rank (weights and
+    # optimizer state untouched); this many skipped steps in a row stop the run. 0: no
+    # check (and a single process then reads nothing back from the device per step).
+    max_bad_steps: int = 5
+    # Loss-spike guard, off at 0: skip a step whose loss is more than spike_z standard
+    # deviations above the mean of the last spike_window applied steps.
+    spike_window: int = 0
+    spike_z: float = 6.0
+    # Seconds a collective waits for its peers before the run fails (a hung or lost rank).
+    collective_timeout_s: float = 600.0
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
@@ -154,8 +164,14 @@ class CheckpointConfig:
     keep: int = 2
     resume: str = "none"
     async_save: bool = False
+    # A save that fails (a full disk): "stop" the run naming the newest committed
+    # checkpoint, or "continue" training and try again at the next save.
+    on_save_error: Literal["stop", "continue"] = "stop"
     # Start from these weights (a committed checkpoint directory), fresh optimizer.
     init_from: str | None = None
+    # Check every file's checksum against the commit record before resuming (or starting
+    # from init_from), not only its size: reads the whole checkpoint, split over the ranks.
+    verify: bool = False
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from causeway.checkpoint.commit import COMMIT_MARKER, mark_committed, save_final
-from causeway.checkpoint.discovery import resolve_checkpoint
+from causeway.checkpoint.integrity import check_intact
 from causeway.config import RunConfig
 from causeway.config.checks import check_config
 from causeway.convert.checkpoints import (
@@ -27,6 +27,7 @@ from causeway.convert.checkpoints import (
     checkpoint_meta,
     fresh_output,
     load_checkpoint_model,
+    readable_checkpoint,
 )
 from causeway.models import build_model, materialize
 
@@ -47,7 +48,7 @@ def convert_arch(
 ) -> Path:
     """The weights unchanged under a rewritten, validated config. The optimizer (and data
     position) are dropped unless `keep_optimizer`: an adaptation is a new run."""
-    source = resolve_checkpoint(checkpoint, allow_partial)
+    source = readable_checkpoint(checkpoint, allow_partial)
     cfg = checkpoint_config(source)
     if cfg.model.arch != "decoder":
         raise ValueError("convert arch changes a decoder's visibility; this is an encoder-decoder")
@@ -64,6 +65,8 @@ def convert_arch(
         model = load_checkpoint_model(source, allow_partial)
         return save_final(out, step, cfg, [model], meta=meta)
     target = out / "checkpoints" / f"step_{step}"
+    # A copy is committed afresh: a corrupt source would pass for an intact one.
+    check_intact(source, verify=True)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(COMMIT_MARKER, "*.yaml"))
     return rewrite_and_commit(target, cfg, source, conversion)
 
@@ -93,7 +96,7 @@ def encoder_decoder_config(cfg: RunConfig) -> RunConfig:
 @torch.no_grad()
 def to_encoder_decoder(checkpoint: str | Path, out: str | Path, allow_partial=False) -> Path:
     """Initialise an encoder-decoder from a decoder checkpoint (paper's adaptation)."""
-    source = resolve_checkpoint(checkpoint, allow_partial)
+    source = readable_checkpoint(checkpoint, allow_partial)
     cfg = checkpoint_config(source)
     if cfg.model.arch != "decoder":
         raise ValueError(f"{source} is already an encoder-decoder")

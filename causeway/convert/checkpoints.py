@@ -4,14 +4,30 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from causeway.checkpoint.commit import is_committed
 from causeway.checkpoint.discovery import resolve_checkpoint
+from causeway.checkpoint.integrity import verify_checksums
 from causeway.checkpoint.training_state import tensor_table
 from causeway.config import RunConfig, load_config
+
+
+def readable_checkpoint(path: str | Path, allow_partial: bool = False) -> Path:
+    """`resolve_checkpoint`, and its tensor table readable: a damaged .metadata is one line
+    naming the checkpoint, not the unpickler's complaint."""
+    if not Path(path).exists():
+        raise ValueError(f"{path} does not exist")
+    source = resolve_checkpoint(path, allow_partial)
+    try:
+        tensor_table(source)
+    except Exception as err:  # whatever the reader of a damaged file raises
+        why = " ".join(f"{type(err).__name__}: {err}".split())
+        raise ValueError(f"checkpoint {source}: its .metadata cannot be read ({why})") from None
+    return source
 
 
 def checkpoint_config(checkpoint: Path) -> RunConfig:
@@ -56,6 +72,18 @@ def describe(checkpoint: Path) -> dict:
     }
 
 
+def verify(checkpoint: Path) -> dict:
+    """`causeway convert inspect --verify`: every file's size and checksum against the
+    commit record (CorruptCheckpoint, exit status 2, naming the first that differs)."""
+    checked = verify_checksums(checkpoint)
+    if checked is None:
+        print(f"causeway: {checkpoint} has no commit record to verify", file=sys.stderr)
+        return {"verified": None}
+    files, nbytes = checked
+    print(f"causeway: OK, {files} files, {nbytes} bytes match the commit record", file=sys.stderr)
+    return {"verified": {"files": files, "bytes": nbytes}}
+
+
 def load_checkpoint_model(checkpoint: Path, allow_partial: bool = False):
     """The checkpoint's model on the CPU, without spending time on a random init that the
     weights would overwrite (only the RoPE tables, which are not stored, are computed)."""
@@ -72,7 +100,7 @@ def consolidate(checkpoint: str | Path, out_file: str | Path, allow_partial=Fals
     """Write one safetensors file of the full model (single-device names)."""
     from safetensors.torch import save_file
 
-    source = resolve_checkpoint(checkpoint, allow_partial)
+    source = readable_checkpoint(checkpoint, allow_partial)
     out_file = Path(out_file)
     if out_file.exists():
         raise ValueError(f"{out_file} exists; consolidate never overwrites")

@@ -146,10 +146,13 @@ def export_hf(checkpoint: Path, out_dir: Path, allow_partial: bool = False) -> P
     bidirectional decoder exports, but needs a 4-D mask at inference (`hf_attention_mask`).
     Files are written to a temporary sibling and renamed, so `out_dir` is never partial.
     """
-    from causeway.checkpoint.discovery import resolve_checkpoint
-    from causeway.convert.checkpoints import checkpoint_config, load_checkpoint_model
+    from causeway.convert.checkpoints import (
+        checkpoint_config,
+        load_checkpoint_model,
+        readable_checkpoint,
+    )
 
-    source = resolve_checkpoint(checkpoint, allow_partial)
+    source = readable_checkpoint(checkpoint, allow_partial)
     out_dir = fresh_output(out_dir, source)
     cfg = checkpoint_config(source)
     check_exportable(cfg.model)

@@ -20,9 +20,16 @@ DEFAULT_OBJECTIVE = {"causal": "full_lm", "prefix": "prefix_lm", "bidirectional"
 
 def read_hf_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / CONFIG
+    if not Path(hf_dir).is_dir():
+        raise ValueError(f"{hf_dir} is not a directory (a Hugging Face model directory)")
     if not path.is_file():
         raise ValueError(f"{hf_dir} has no {CONFIG}")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a Hugging Face config (a JSON object)")
     refused = []
     if config.get("model_type", "llama") != "llama":
         refused.append(f"model_type {config['model_type']!r} (only llama)")
@@ -39,6 +46,9 @@ def read_hf_config(hf_dir: Path) -> dict:
         refused.append(f"rope_parameters.rope_type {rope['rope_type']!r} (only default)")
     if config.get("pretraining_tp", 1) not in (1, None):
         refused.append(f"pretraining_tp {config['pretraining_tp']}")
+    needed = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads")  # fmt: skip
+    refused += [f"no {key}" for key in needed if key not in config]
     if refused:
         raise ValueError(f"{path}: not importable: {'; '.join(refused)}")
     return config

@@ -21,6 +21,7 @@ _API = {
     "DataStream": "causeway.data_pipeline.stream.stream",
     "default_readers": "causeway.data_pipeline.stream.stream",
     "merge_states": "causeway.data_pipeline.stream.state",
+    "LoaderWorkerDied": "causeway.data_pipeline.stream.processes",
     "Source": "causeway.data_pipeline.shards.sources",
     "prepare_files": "causeway.data_pipeline.prepare.prepare",
     "prepare_builtin": "causeway.data_pipeline.prepare.prepare",

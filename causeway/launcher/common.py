@@ -26,6 +26,8 @@ def resolve_run(
     recipe: str, overrides: list[str], launcher: str, world_size: int, run_dir: Path | None
 ) -> tuple[RunConfig, Path]:
     """The checked config (with its layout checked against `world_size`) and run dir."""
+    if world_size < 1:
+        raise ConfigError(f"launch {launcher}: the world size must be >= 1, got {world_size}")
     sets = [*overrides, f"launch.launcher={launcher}", "checkpoint.resume=auto"]
     cfg = load_config(recipe, sets)
     # On a copy: an unset micro-batch stays unset in the frozen recipe, to be resolved

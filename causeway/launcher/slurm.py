@@ -50,6 +50,12 @@ class SlurmJob:
         for flag, (value, low) in least.items():
             if value < low:
                 raise ConfigError(f"{flag} must be >= {low} (got {value})")
+        if self.gpus_per_node and self.procs_per_node not in (None, self.gpus_per_node):
+            raise ConfigError(
+                f"--procs-per-node {self.procs_per_node} contradicts --gpus-per-node "
+                f"{self.gpus_per_node}: with GPUs one process runs per GPU (--procs-per-node is "
+                "for CPU partitions, --gpus-per-node 0)"
+            )
 
     @property
     def nproc_per_node(self) -> int:

@@ -6,13 +6,15 @@ exactly the gradient of one process over the global batch, whatever the layout.
 
 A step reads nothing back to the host: it returns device tensors (`StepResult`) that the
 trainer reads (`materialize`) only on the steps it logs, so the host can queue the next
-step while the device still works on this one.
+step while the device still works on this one. The one exception is the trainer's gate
+(`guard.py`), which reads three numbers per step to decide whether to apply it.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -70,6 +72,7 @@ class StepResult:
     loss_tokens: torch.Tensor  # the normaliser: loss tokens in the global batch (>= 1)
     grad_norm: torch.Tensor
     tokens: int  # counted from shapes on the host, so known without the device
+    applied: bool = True  # False: the gate skipped the update
 
     def materialize(self) -> StepFigures:
         """One device-to-host copy for all the figures. float64 holds the fp32 sums
@@ -289,21 +292,37 @@ def reduce_sums(pm: ParallelModel, sums: LossSums) -> torch.Tensor:
     return packed
 
 
+class StepGate(Protocol):
+    """Asked by `train_step` between the backward and the optimizer (the trainer's is
+    `guard.StepGuard`): it may change the sums (test faults) and may skip the update."""
+
+    def after_backward(self, parameters: list[torch.Tensor], sums: LossSums) -> LossSums: ...
+
+    def allow(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> bool: ...
+
+
 def train_step(
     pm: ParallelModel,
     optimizer: torch.optim.Optimizer,
     batch: dict[str, torch.Tensor],
     settings: StepSettings,
+    gate: StepGate | None = None,
 ) -> StepResult:
     tokens = count_tokens(batch) * pm.dims.dp  # every rank has as many rows
     local = local_batch(pm, batch, settings.device)
     normalizer = all_reduce_sum(local["loss_mask"].sum().float(), pm.group("dp")).clamp(min=1)
     sums = forward_backward(pm, local, normalizer, settings, train=True)
     reduce_tied_gradients(pm.parts, pm.tied_group)
+    if gate is not None:
+        sums = gate.after_backward(list(pm.parameters()), sums)
     norm = grad_norm_and_clip(pm, settings.grad_clip, settings.device)
-    optimizer.step()
+    totals = reduce_sums(pm, sums)
+    # A skipped step leaves weights and optimizer state exactly as they were.
+    applied = gate is None or gate.allow(totals[0] / normalizer, norm)
+    if applied:
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(reduce_sums(pm, sums), normalizer, norm, tokens)
+    return StepResult(totals, normalizer, norm, tokens, applied)
 
 
 @torch.no_grad()

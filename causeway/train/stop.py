@@ -2,11 +2,11 @@
 
 A signal (Slurm's warning USR2 ahead of the time limit, SIGTERM from `scancel` or a
 node shutdown) may reach some ranks and not others, or reach them in different steps.
-Each rank only records it; at every step boundary the ranks reduce the signal number
-with MAX, so they all see the same answer after the same step, save one checkpoint
-together and exit with `EXIT_STOPPED`. The reduction is one 4-byte all-reduce per step
-(see benchmarks/stop_flag.py for its measured cost); a run that is not distributed
-only reads a Python attribute.
+Each rank only records it; in every step, before the optimizer, the ranks reduce the
+signal number with MAX (`guard.StepGuard.judge`, in the same small all-reduce as the
+step's verdict), so they all see the same answer after the same step, save one
+checkpoint together and exit with `EXIT_STOPPED`. See benchmarks/stop_flag.py for the
+measured cost of that read.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
 
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry". The run
 # saved a committed checkpoint at the agreed step and `checkpoint.resume: auto` continues.
@@ -35,7 +32,7 @@ class TrainingStopped(Exception):
 
 
 class StopSignals:
-    """Records stop signals in this process and agrees on them across all ranks."""
+    """Records stop signals in this process (the ranks agree on them in `guard.py`)."""
 
     def __init__(self, names: list[str]) -> None:
         self.received = 0
@@ -48,15 +45,6 @@ class StopSignals:
 
     def _record(self, number: int, frame) -> None:
         self.received = self.received or number
-
-    def agreed(self, device: torch.device) -> int:
-        """The signal number some rank received (0 if none); the same on every rank."""
-        if not dist.is_initialized():
-            return self.received
-        on = device if dist.get_backend() == "nccl" else torch.device("cpu")
-        flag = torch.tensor([self.received], dtype=torch.int32, device=on)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
 
     def restore(self) -> None:
         for number, handler in self.previous.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -12,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from causeway.checkpoint.discovery import resolve_checkpoint
+from causeway.checkpoint.discovery import newest_committed, resolve_checkpoint
 from causeway.checkpoint.manager import Checkpointer
 from causeway.checkpoint.ranks import barrier
 from causeway.checkpoint.weights import load_model_weights
@@ -22,6 +23,15 @@ from causeway.parallel.apply import ParallelModel, parallelize
 from causeway.parallel.dims import ParallelDims
 from causeway.train.data import TrainData, build_data
 from causeway.train.distributed import DistEnv, init_distributed
+from causeway.train.failures import (
+    SaveFailed,
+    TrainingFailed,
+    is_peer_failure,
+    peer_failure,
+    with_checkpoint,
+)
+from causeway.train.faults import ENV, Faults
+from causeway.train.guard import StepGuard
 from causeway.train.metrics import MetricsLogger
 from causeway.train.optim import build_optimizer, build_scheduler
 from causeway.train.step import StepFigures, StepResult, StepSettings, evaluate, train_step
@@ -40,7 +50,8 @@ def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
     pm = parallelize(cfg, dims, mesh, env.device)
     if cfg.checkpoint.init_from:
         source = resolve_checkpoint(cfg.checkpoint.init_from)
-        load_model_weights(source, pm.parts, whole_model=dims.pp == 1)
+        verify = cfg.checkpoint.verify
+        load_model_weights(source, pm.parts, whole_model=dims.pp == 1, verify=verify)
     return pm
 
 
@@ -65,7 +76,10 @@ class Trainer:
         # First, so that a stop signal during set-up is not fatal: the run stops after
         # its first step, with a checkpoint.
         self.stop = StopSignals(cfg.train.stop_signals)
-        self.env = init_distributed(cfg.train.device)
+        t = cfg.train
+        self.env = init_distributed(t.device, t.collective_timeout_s, self.run_dir / "flight")
+        self.faults = Faults.from_env(self.env.rank)
+        self.guard = StepGuard(t, self.stop, self.env.device, self.faults)
         self.pm = build_parallel_model(cfg, self.env)
         # Each data-parallel rank reads only its share; tp/pp peers read the same rows.
         self.data: TrainData = build_data(cfg, self.pm.local_rank("dp"), self.pm.dims.dp)
@@ -82,9 +96,12 @@ class Trainer:
         self.flops_per_token = flops_per_sequence(cfg.model, *lengths) / sum(lengths)
         layout = {"world_size": self.env.world_size, **self.pm.dims.sizes}
         self.checkpointer = Checkpointer(
-            cfg, self.run_dir, self.pm, self.optimizer, self.data.stream, {"layout": layout}
-        )
+            cfg, self.run_dir, self.pm, self.optimizer, self.data.stream, {"layout": layout},
+            self.faults or None,
+        )  # fmt: skip
         self.start_step = self.checkpointer.resume()
+        if os.environ.get(ENV) and self.env.is_main:
+            print(f"causeway: TEST FAULTS ACTIVE ({ENV}={os.environ[ENV]})", flush=True)
         for _ in range(self.start_step):  # the schedule is a function of the step
             self.scheduler.step()
         self.metrics = None
@@ -101,60 +118,99 @@ class Trainer:
         """Run every step; returns the logged records (also in metrics.jsonl).
 
         When a stop signal reached any rank, every rank saves the step they agreed on
-        and `TrainingStopped` is raised once the checkpoint is committed."""
+        and `TrainingStopped` is raised once the checkpoint is committed. A fault the
+        run cannot go on from raises a `failures.TrainingFailed` naming the newest
+        committed checkpoint, after any pending save is finished."""
+        try:
+            return self.loop()
+        except TrainingFailed as error:
+            self.close_after_failure()
+            raise with_checkpoint(error, newest_committed(self.run_dir, warn=False)) from None
+        except RuntimeError as error:  # DistBackendError is one
+            if not is_peer_failure(error):
+                raise
+            self.close_after_failure()
+            timeout = self.cfg.train.collective_timeout_s
+            raise peer_failure(error, timeout, self.env.rank) from None
+        finally:
+            self.stop.restore()
+
+    def loop(self) -> list[dict]:
         t = self.cfg.train
         self.announce()
         records, window_tokens, window_start = [], 0, time.perf_counter()
         stopped = (0, 0)  # (step, signal) once the ranks agree to stop
-        try:
-            for step in range(self.start_step + 1, t.steps + 1):
-                lr = self.scheduler.get_last_lr()[0]
-                result = self.step(next(self.data.train))
-                window_tokens += result.tokens
-                figures = None
-                if step % t.log_every == 0 or step == t.steps:
-                    # Only logged steps read their figures back: this waits for the
-                    # device, so the window's time includes its steps' device work.
-                    done = result.materialize()
-                    elapsed = time.perf_counter() - window_start
-                    figures = self.step_figures(done, lr, window_tokens / elapsed)
-                    window_tokens, window_start = 0, time.perf_counter()
-                if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
-                    figures = {**(figures or {}), **self.validate()}
-                if figures is not None:
-                    records.append({"step": step, **figures})
-                    self.log(step, figures)
-                signum = self.stop.agreed(self.env.device)
-                if signum and step < t.steps:
-                    self.save(step)
-                    stopped = (step, signum)
-                    break
-                if self.due_for_checkpoint(step):
-                    self.save(step)
-                self.checkpointer.poll()
-            else:
-                if self.start_step < t.steps:
-                    self.save(t.steps)
-        finally:
-            self.stop.restore()
+        for step in range(self.start_step + 1, t.steps + 1):
+            lr = self.scheduler.get_last_lr()[0]
+            result = self.step(step, next(self.data.train))
+            window_tokens += result.tokens
+            figures = None
+            if step % t.log_every == 0 or step == t.steps:
+                # Only logged steps read their figures back: this waits for the
+                # device, so the window's time includes its steps' device work.
+                done = result.materialize()
+                elapsed = time.perf_counter() - window_start
+                figures = self.step_figures(done, lr, window_tokens / elapsed)
+                window_tokens, window_start = 0, time.perf_counter()
+            if t.eval_every and (step % t.eval_every == 0 or step == t.steps):
+                figures = {**(figures or {}), **self.validate()}
+            if figures is not None:
+                records.append({"step": step, **figures})
+                self.log(step, figures)
+            # One process reads its own flag: a signal during this step's logging counts.
+            signum = self.guard.verdict.signal or (
+                not self.guard.distributed and self.stop.received
+            )
+            if signum and step < t.steps:
+                self.save(step)
+                stopped = (step, signum)
+                break
+            if self.due_for_checkpoint(step):
+                self.save(step, periodic=True)
+            self.poll_checkpoint()
+        else:
+            if self.start_step < t.steps:
+                self.save(t.steps)
         self.close()
         if stopped[0]:
             self.report_stop(*stopped)
         return records
 
-    def step(self, batch: dict) -> StepResult:
+    def step(self, step: int, batch: dict) -> StepResult:
         """One optimizer step; its figures stay on the device until `materialize`."""
-        result = train_step(self.pm, self.optimizer, batch, self.settings)
-        self.scheduler.step()
+        self.guard.begin(step)
+        result = train_step(self.pm, self.optimizer, batch, self.settings, self.guard)
+        self.scheduler.step()  # a skipped step still counts: the schedule follows the data
+        if not result.applied and self.env.is_main:
+            reason, count = self.guard.verdict.reason, self.guard.skipped
+            print(f"causeway: step {step} skipped: {reason} ({count} skipped)", flush=True)
         return result
 
     def due_for_checkpoint(self, step: int) -> bool:
         every = self.cfg.checkpoint.every
         return bool(every) and step % every == 0 and step != self.cfg.train.steps
 
-    def save(self, step: int) -> None:
-        self.checkpointer.save(step)
+    def save(self, step: int, periodic: bool = False) -> None:
+        """A periodic save that fails goes on under checkpoint.on_save_error: continue;
+        the final and the stop checkpoint must be saved."""
+        try:
+            self.checkpointer.save(step)
+        except SaveFailed as error:
+            self.save_failed(error, periodic)
         self.notify_committed()
+
+    def poll_checkpoint(self) -> None:
+        try:
+            self.checkpointer.poll()
+        except SaveFailed as error:
+            self.save_failed(error, periodic=True)
+
+    def save_failed(self, error: SaveFailed, periodic: bool) -> None:
+        if not periodic or self.cfg.checkpoint.on_save_error == "stop":
+            raise error
+        if self.env.is_main:
+            newest = newest_committed(self.run_dir, warn=False)
+            print(f"causeway: {error}; training goes on (newest committed: {newest})")
 
     def notify_committed(self) -> None:
         """Tell the hooks of every checkpoint committed by now. Called only right after a
@@ -170,6 +226,13 @@ class Trainer:
         for hook in self.hooks:
             if hasattr(hook, "on_log"):
                 hook.on_log(step, figures)
+
+    def close_after_failure(self) -> None:
+        """Finish what can be finished (a pending save of a good step) before failing."""
+        with contextlib.suppress(SaveFailed, RuntimeError):
+            self.checkpointer.wait()
+        self.checkpointer.pending = None
+        self.close()
 
     def close(self) -> None:
         self.checkpointer.wait()
@@ -215,6 +278,7 @@ class Trainer:
             figures["mfu"] = self.flops_per_token * tokens_per_s / peak
         if self.cfg.train.z_loss:
             figures["z_loss"] = result.z_loss
+        figures["skipped_steps"] = self.guard.skipped
         # Every rank reads the global stream, so rank 0's counters are the job's.
         figures.update(self.data.stream.metrics())
         return figures

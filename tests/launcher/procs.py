@@ -3,8 +3,40 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+# A 2-layer model on 64-token rows: a step takes a fraction of a second on 2 processes.
+TINY = [
+    "model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.d_ff=128",
+    "model.max_seq_len=64", "data.seq_len=64", "data.batch_size=4", "data.micro_batch_size=2",
+    "train.log_every=1", "train.precision=fp32", "schedule.warmup_steps=2",
+    "optimizer.eps=1e-6", "checkpoint.every=100",
+]  # fmt: skip
+
+
+def launch(
+    run_dir, steps: int, nproc: int = 2, extra=(), faults: str = "", new_session: bool = False
+) -> subprocess.Popen:
+    """`causeway launch local tiny-cd-flm` with TINY, `extra` settings and test faults
+    (CAUSEWAY_TEST_FAULTS); `new_session` puts the job in its own process group."""
+    items = [*TINY, f"train.steps={steps}", *extra]
+    sets = [arg for item in items for arg in ("--set", item)]
+    command = [sys.executable, "-m", "causeway", "launch", "local", "tiny-cd-flm",
+               "--nproc", str(nproc), "--run-dir", str(run_dir), *sets]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CAUSEWAY_TEST_FAULTS": faults}
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=new_session,
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace")
 
 
 def rank_pids() -> dict[int, int]:
@@ -20,7 +52,7 @@ def rank_pids() -> dict[int, int]:
             continue
         if b"causeway" not in cmdline or b"train" not in cmdline or b"-m" not in cmdline:
             continue
-        if b"torch.distributed.run" in cmdline:
+        if b"torch.distributed.run" in cmdline or b"causeway.launcher.torchrun" in cmdline:
             continue  # the torchrun agent, not a rank
         env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
         if b"RANK" in env:
@@ -57,3 +89,8 @@ def wait_for_step(run_dir: Path, step: int, timeout: float = 300.0, alive=None) 
 def losses_by_step(run_dir: Path) -> dict[int, float]:
     """The last logged loss of every step (a resumed run logs its steps again)."""
     return {r["step"]: r["loss"] for r in logged_steps(run_dir)}
+
+
+def rank_logs(run_dir: Path) -> str:
+    """Everything the ranks printed (torchrun writes each rank's output under logs/)."""
+    return "".join(p.read_text(errors="replace") for p in sorted(Path(run_dir).rglob("std*.log")))

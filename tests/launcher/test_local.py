@@ -12,30 +12,11 @@ import time
 import pytest
 
 from causeway.train.stop import EXIT_STOPPED
-from tests.launcher.procs import losses_by_step, rank_pids, wait_for_step
+from tests.launcher.procs import finish, launch, losses_by_step, rank_pids, wait_for_step
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 STEPS = 24
-TINY = [
-    "model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.d_ff=128",
-    "model.max_seq_len=64", "data.seq_len=64", "data.batch_size=4", "data.micro_batch_size=2",
-    f"train.steps={STEPS}", "train.log_every=1", "train.precision=fp32", "schedule.warmup_steps=2",
-    "optimizer.eps=1e-6", "checkpoint.every=100",
-]  # fmt: skip
-
-
-def launch(run_dir, nproc=2, extra=()) -> subprocess.Popen:
-    sets = [arg for item in [*TINY, *extra] for arg in ("--set", item)]
-    command = [sys.executable, "-m", "causeway", "launch", "local", "tiny-cd-flm",
-               "--nproc", str(nproc), "--run-dir", str(run_dir), *sets]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
-    out, _ = proc.communicate(timeout=timeout)
-    return proc.returncode, out.decode(errors="replace")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
@@ -43,12 +24,12 @@ def test_signal_to_one_rank_stops_all_at_one_step_and_resume_is_exact(
     builtin_dir, tmp_path, signum
 ):
     baseline = tmp_path / "baseline"
-    code, out = finish(launch(baseline))
+    code, out = finish(launch(baseline, steps=STEPS))
     assert code == 0, out[-3000:]
     assert (baseline / "logs").is_dir() and list((baseline / "logs").rglob("stdout.log"))
 
     run = tmp_path / "run"
-    proc = launch(run)
+    proc = launch(run, steps=STEPS)
     wait_for_step(run, 3, alive=lambda: proc.poll() is None)
     signalled = time.time()
     os.kill(rank_pids()[1], signum)  # one arbitrary rank only
@@ -64,7 +45,7 @@ def test_signal_to_one_rank_stops_all_at_one_step_and_resume_is_exact(
     )
     assert max(losses_by_step(run)) == stop["step"]
 
-    code, out = finish(launch(run))
+    code, out = finish(launch(run, steps=STEPS))
     assert code == 0, out[-3000:]
     assert f"resumed from {run / 'checkpoints' / ('step_' + str(stop['step']))}" in out
     expected, got = losses_by_step(baseline), losses_by_step(run)

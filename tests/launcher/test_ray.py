@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.launcher.procs import losses_by_step, wait_for_step
+from tests.launcher.procs import TINY, finish, launch, losses_by_step, wait_for_step
 from tests.launcher.ray_cluster import (
     RayCluster,
     kill,
@@ -19,10 +19,11 @@ from tests.launcher.ray_cluster import (
     require_ray,
     train_worker_pids,
 )
-from tests.launcher.test_local import STEPS, TINY, finish, launch
+
+STEPS = 24
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
-RAY_SETS = [*TINY, "checkpoint.every=3"]
+RAY_SETS = [*TINY, f"train.steps={STEPS}", "checkpoint.every=3"]
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def ray_launch(run_dir, address, *flags) -> subprocess.Popen:
 def baseline(tmp_path_factory, builtin_dir):
     """The uninterrupted run: 2 processes, the same layout Ray's 2 workers get."""
     run = tmp_path_factory.mktemp("ray-baseline") / "run"
-    code, out = finish(launch(run, extra=["checkpoint.every=3"]))
+    code, out = finish(launch(run, STEPS, extra=["checkpoint.every=3"]))
     assert code == 0, out[-3000:]
     return losses_by_step(run)
 

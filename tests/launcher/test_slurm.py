@@ -9,15 +9,16 @@ import time
 
 import pytest
 
-from tests.launcher.procs import losses_by_step, wait_for_step
+from tests.launcher.procs import TINY, finish, launch, losses_by_step, wait_for_step
 from tests.launcher.slurm_cluster import require_cluster, wait_for_job, wait_for_running
-from tests.launcher.test_local import TINY, finish, launch
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
+STEPS = 24
+
 
 def submit(run_dir, env, *flags, steps=None) -> str:
-    extra = [f"train.steps={steps}"] if steps else []
+    extra = [f"train.steps={steps or STEPS}"]
     sets = [arg for item in [*TINY, *extra] for arg in ("--set", item)]
     command = [sys.executable, "-m", "causeway", "launch", "slurm", "tiny-cd-flm",
                "--nodes", "2", "--gpus-per-node", "0", "--run-dir", str(run_dir),
@@ -66,7 +67,7 @@ def test_two_node_cpu_job_runs_to_the_end(builtin_dir, tmp_path):
 def test_warning_signal_checkpoints_requeues_and_resumes_exactly(builtin_dir, tmp_path):
     env = require_cluster()
     baseline = tmp_path / "baseline"
-    code, out = finish(launch(baseline))
+    code, out = finish(launch(baseline, steps=STEPS))
     assert code == 0, out[-3000:]
     run = tmp_path / "run"
     job_id = submit(run, env)

@@ -241,7 +241,9 @@ def reference_seq2seq(model, enc_tokens, dec_tokens, enc_pos, dec_pos, enc_seg, 
     return output_logits(model, h)
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol=2e-5, rtol=2e-5) -> None:
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol=5e-5, rtol=5e-5) -> None:
+    """fp32 logits of size ~3 summed in another order: 2 of 1344 entries of the GQA
+    encoder-decoder differed by 3.5e-5 on a loaded CI machine (BLAS blocking varies)."""
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 

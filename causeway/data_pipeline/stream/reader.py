@@ -5,7 +5,7 @@ takes the same number of rows (`StreamSpec.rows`) from each, in reader order: th
 is therefore the same whatever the number of data-parallel ranks, and each rank runs only its
 own readers (`StreamSpec.local_readers`), so it reads only its share of the data. A reader's
 output depends only on its state, never on which process runs it, which is what makes
-resumption exact for any number of DataLoader workers.
+resumption exact for any number of worker processes.
 
 Mixtures: a reader reads every source and decides, document by document, which one comes
 next: the source with the fewest tokens taken relative to its weight (ties: the first listed).
@@ -104,7 +104,7 @@ class ReaderState:
 
 @dataclass
 class StreamSpec:
-    """Everything a reader needs, picklable so that DataLoader workers can rebuild readers."""
+    """Everything a reader needs, picklable so that worker processes can rebuild readers."""
 
     datas: list[SourceData]
     objective: BlockObjective

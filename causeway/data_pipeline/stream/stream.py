@@ -7,7 +7,7 @@ data-parallel ranks split the readers into contiguous runs: rank r runs readers
 [r * readers / world_size, (r + 1) * readers / world_size) and yields their rows, which are
 rows [r * batch_size / world_size, ...) of the global batch. So the global batch is the same
 under every layout, and each rank reads, decodes and packs only its own 1/world_size of the
-data. With `num_workers` > 0 the rank's readers are spread over DataLoader workers; the
+data. With `num_workers` > 0 the rank's readers are spread over worker processes; the
 batches do not depend on num_workers.
 
 Equal batch counts. A looping stream (loop=True, training) never ends: a reader that finishes
@@ -40,9 +40,11 @@ from causeway.data_pipeline.shards.sources import (
     shared_tokenizer,
 )
 from causeway.data_pipeline.stream.dealing import Dealer
+from causeway.data_pipeline.stream.processes import LoaderWorkerDied
 from causeway.data_pipeline.stream.reader import Counters, ReaderState, StreamSpec
 from causeway.data_pipeline.stream.state import Layout, merge_states, rank_state, select
 from causeway.data_pipeline.stream.workers import (
+    WORKER_RESTARTS,
     Cursor,
     empty_batch,
     local_batches,
@@ -99,7 +101,9 @@ class DataStream:
         `make_block_objective`. batch_size: rows of the global batch (all ranks together).
     readers: readers of the stream (default `default_readers(batch_size)`); part of the data
         order, independent of the layout. rank / world_size: this data-parallel rank.
-    num_workers: DataLoader worker processes (0: read in this process).
+    num_workers: worker processes (0: read in this process). worker_restarts: deaths of a
+        worker in a row (no batch in between) restarted from its readers' state; one more
+        raises `LoaderWorkerDied` (see workers.py).
     verify_sha256: check each shard read to its end against index.json (reported, not fatal).
     provenance: add "provenance" [rows, segments + 1, 5] = (source, epoch, shard, sample,
         chunk) per segment, for debugging and tests.
@@ -128,6 +132,7 @@ class DataStream:
         verify_sha256: bool = True,
         provenance: bool = False,
         prefetch_factor: int = 2,
+        worker_restarts: int = WORKER_RESTARTS,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
@@ -158,6 +163,7 @@ class DataStream:
         self.layout = Layout(readers, seed, datas, rank, world_size)
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor
+        self.worker_restarts = worker_restarts
         local = len(self.spec.local_readers)
         self._cursor = Cursor([ReaderState.initial(len(datas)) for _ in range(local)])
         self._limit = self.batches_per_pass()
@@ -173,9 +179,14 @@ class DataStream:
             spec, cursor, limit = self.spec, self._cursor, self._limit
             self._iterator = (
                 local_batches(spec, cursor, limit) if self.num_workers == 0 else
-                worker_batches(spec, cursor, limit, self.num_workers, self.prefetch_factor)
+                worker_batches(spec, cursor, limit, self.num_workers, self.prefetch_factor,
+                               self.worker_restarts)
             )  # fmt: skip
-        return next(self._iterator)
+        try:
+            return next(self._iterator)
+        except LoaderWorkerDied:
+            self._iterator = None  # the state is that of the last batch: next() starts afresh
+            raise
 
     def batches_per_pass(self) -> int | None:
         """N of a finite pass with several ranks (see the module docstring); None otherwise."""

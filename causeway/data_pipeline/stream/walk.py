@@ -11,6 +11,7 @@ run with an error naming the dataset.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,6 +57,8 @@ class ShardWalk:
         self._docs_since_deal = 0
         self._barren_epochs = 0
         self._closed_bytes = 0
+        # Told (shard, sample) before each read: a worker process posts it for the parent.
+        self.watch: Callable[[int, int], None] | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -120,6 +123,8 @@ class ShardWalk:
         """Open the current piece's shard and move to its first sample; on failure, a block
         with the event and the piece given up."""
         piece = self.current
+        if self.watch is not None:
+            self.watch(piece.shard, piece.start)
         shard = self.data.shards[piece.shard]
         hash_it = self.verify and shard.sha256 is not None and piece.stop == shard.documents
         try:
@@ -135,6 +140,8 @@ class ShardWalk:
     def _read(self) -> DocBlock:
         piece, tar = self.current, self._tar
         first = tar.next_index
+        if self.watch is not None:
+            self.watch(piece.shard, first)
         wanted = min(piece.stop - first, BLOCK_DOCS)
         samples, error = tar.read(wanted, self.block_bytes)
         kept, parts, lengths, inputs, bad = decode_samples(samples, self.data)

@@ -1,28 +1,41 @@
-"""The loops behind `DataStream`: a rank's readers in this process, or in DataLoader workers.
+"""The loops behind `DataStream`: a rank's readers in this process, or in worker processes.
 
 Every batch takes `spec.rows` rows from each of the rank's readers, in reader order. With
-DataLoader workers, worker w runs the readers k with k mod workers == w and hands back, per
-batch, the rows of its readers; the main process puts them in reader order, so the batches
-do not depend on the number of workers.
+workers, worker w runs the readers k with k mod workers == w and hands back, per batch, the
+rows of its readers and their states; the main process puts them in reader order, so the
+batches do not depend on the number of workers. A worker that dies is restarted from the
+states of its readers at the last batch (processes.py watches the workers).
 
 Both loops update a `Cursor` and hold no reference to the DataStream itself: a stream that is
 dropped is freed at once, and its generator's `finally` stops the worker processes right away
-instead of in a later garbage collection (where DataLoader's shutdown waits seconds per worker).
+instead of in a later garbage collection.
 """
 
 from __future__ import annotations
 
-import signal
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from causeway.data_pipeline.packing.arrays import Batch, decoder_batch, seq2seq_batch, to_torch
 from causeway.data_pipeline.packing.rows import Placement
+from causeway.data_pipeline.stream.processes import (
+    Death,
+    LoaderWorkerDied,
+    WorkerDied,
+    WorkerProcess,
+    board_size,
+    watch_walks,
+)
 from causeway.data_pipeline.stream.reader import Reader, ReaderState, StreamSpec
+
+logger = logging.getLogger("causeway.data")
+
+# Deaths of a worker in a row, without a batch in between, that are restarted; one more fails.
+WORKER_RESTARTS = 3
 
 # Arrays whose second dimension is the number of segments: padded when rows are joined.
 _SEGMENT_WIDE = {"prefix_lengths": 0, "provenance": -1}
@@ -109,44 +122,111 @@ def local_batches(spec: StreamSpec, cursor: Cursor, limit: int | None) -> Iterat
 
 
 def worker_batches(
-    spec: StreamSpec, cursor: Cursor, limit: int | None, workers: int, prefetch: int
+    spec: StreamSpec,
+    cursor: Cursor,
+    limit: int | None,
+    workers: int,
+    prefetch: int,
+    restarts: int = WORKER_RESTARTS,
 ) -> Iterator[Batch]:
-    """The same batches, the readers spread over DataLoader worker processes (at most one
-    worker per reader)."""
+    """The same batches, the readers spread over worker processes (at most one worker per
+    reader). A worker that dies is restarted from its readers' state at the last batch given
+    (the batches stay exactly those of a run without the fault); after `restarts` deaths in a
+    row without a batch in between, `LoaderWorkerDied` names the worker, how it died and the
+    shards it was reading."""
     cursor.close_readers()
     workers = min(workers, len(cursor.states))
-    dataset = ReaderGroup(spec, cursor.states)
-    # Workers ignore stop signals: the trainer stops them after its stop checkpoint.
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                        prefetch_factor=prefetch, worker_init_fn=_ignore_stop_signals)  # fmt: skip
-    iterator = iter(loader)
+    size = board_size(spec, len(range(0, len(cursor.states), workers)))
+
+    def start(worker: int) -> WorkerProcess:
+        return WorkerProcess(ReaderGroup(spec, cursor.states, worker, workers), worker, size,
+                             prefetch)  # fmt: skip
+
+    pool: list[WorkerProcess] = []
+    deaths = 0
     try:
+        pool += [start(w) for w in range(workers)]
         while limit is None or cursor.batches < limit:
-            items = [next(iterator) for _ in range(workers)]  # one per worker, in order
+            items = []
+            for w in range(workers):  # one item per worker, in order
+                while True:
+                    try:
+                        items.append(pool[w].receive())
+                        break
+                    except WorkerDied as died:
+                        deaths += 1
+                        report = death_report(spec, cursor, pool[w], died.death, workers)
+                        pool[w].close()
+                        if deaths > restarts:
+                            raise LoaderWorkerDied(
+                                f"{report}; {deaths} deaths in a row without a batch in between "
+                                f"(at most {restarts} restarts): giving up at batch "
+                                f"{cursor.batches} (the stream's state is still exact); "
+                                f"data.num_workers=0 reads in the main process",
+                                died.death,
+                            ) from None
+                        logger.warning("%s; restarted from its readers' state at batch %d "
+                                       "(restart %d of at most %d in a row): no document is lost "
+                                       "or repeated", report, cursor.batches, deaths,
+                                       restarts)  # fmt: skip
+                        pool[w] = start(w)
             for slots, _, states, _ in items:
                 for slot, state in zip(slots, states, strict=True):
                     cursor.states[slot] = state
             if limit is None and all(dry for *_, dry in items):
                 return
+            deaths = 0
             cursor.batches += 1
             yield to_torch(join_rows(spec, [(slots, arrays) for slots, arrays, *_ in items]))
     finally:
-        del iterator
+        for process in pool:
+            process.close()
 
 
-class ReaderGroup(IterableDataset):
-    """The readers of one DataLoader worker: worker w runs the rank's readers k with
-    k mod workers == w and yields, per batch, (slots, their rows, their states, all dry)."""
+def death_report(
+    spec: StreamSpec, cursor: Cursor, process: WorkerProcess, death: Death, workers: int
+) -> str:
+    """What died and what it was reading: the shard and sample each of its readers' walks
+    last wrote on the board (else, the reader's position at the last batch)."""
+    first = spec.local_readers.start
+    slots = list(range(death.worker, len(cursor.states), workers))
+    board = process.reading()
+    parts = []
+    for k, slot in enumerate(slots):
+        for s, data in enumerate(spec.datas):
+            shard, sample = board[k * len(spec.datas) + s]
+            if shard < 0:
+                queue = cursor.states[slot].queues[s]
+                if not queue:
+                    continue
+                shard, sample = queue[0].shard, queue[0].start
+            parts.append(f"{data.shards[shard].url} from sample {sample} (reader {first + slot}, "
+                         f"dataset {data.name!r})")  # fmt: skip
+    reading = "; ".join(parts) or "no shard yet"
+    return (f"data worker {death.worker} (pid {death.pid}) of rank {spec.rank} died: "
+            f"{death.cause()}; it was reading {reading}")  # fmt: skip
 
-    def __init__(self, spec: StreamSpec, states: list[ReaderState]) -> None:
-        self.spec, self.states = spec, states
+
+class ReaderGroup:
+    """The readers of worker w of `workers`: the rank's readers k with k mod workers == w. It
+    yields, per batch, (slots, their rows, their states, all dry). In a worker process the
+    walks write what they read on `board` (see processes.py)."""
+
+    board: Any = None
+
+    def __init__(self, spec: StreamSpec, states: list[ReaderState], worker: int = 0,
+                 workers: int = 1) -> None:  # fmt: skip
+        self.spec, self.worker, self.workers = spec, worker, workers
+        self.slots = list(range(worker, len(states), workers))
+        self.states = [states[k] for k in self.slots]  # only its own readers travel
 
     def __iter__(self) -> Iterator[tuple[list[int], dict, list[ReaderState], bool]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        slots = list(range(worker, len(self.states), workers))
+        slots = self.slots
         first = self.spec.local_readers.start
-        readers = [Reader(self.spec, first + k, self.states[k]) for k in slots]
+        readers = [Reader(self.spec, first + k, s) for k, s in zip(slots, self.states,
+                                                                   strict=True)]  # fmt: skip
+        if self.board is not None:
+            watch_walks(readers, self.board)
         try:
             while True:
                 placements = [reader.next_rows() for reader in readers]
@@ -172,14 +252,3 @@ def provenance(placements: list[Placement], rows: int) -> np.ndarray:
                   sample, chunk, offset]  # fmt: skip
         out[p.rows, p.numbers] = np.stack(values, axis=1)
     return out
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """A stop signal (scancel's SIGTERM reaches every process of a Slurm step) must not
-    kill a worker: the trainer reads on until its stop checkpoint, then closes them."""
-    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(number, signal.SIG_IGN)
-
-
-def _as_is(item: Any) -> Any:
-    return item
