@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: the builtin corpus is built once per session into a temp dir."""
+"""Suite-wide fixtures: the builtin corpus is built once per session into a temp dir, and
+checkpoints of every architecture (2 steps of a 1-layer model) for the tests that read them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from causeway.config import load_config
 from causeway.data_pipeline.prepare.prepare import ensure_builtin
+from causeway.train.trainer import run_training
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,3 +24,18 @@ def data_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def builtin_dir(data_home) -> Path:
     return ensure_builtin(data_home / "builtin")
+
+
+CHECKPOINT_SETS = ["model.n_layers=1", "model.d_model=64", "model.d_ff=128", "train.steps=2",
+                   "checkpoint.every=2", "train.log_every=1"]  # fmt: skip
+CHECKPOINT_RECIPES = ("tiny-cd-flm", "tiny-nd-mlm", "tiny-nd-plm", "tiny-ed-plm", "tiny-bi-mlm")
+
+
+@pytest.fixture(scope="session")
+def checkpoints(builtin_dir, tmp_path_factory) -> dict:
+    made = {}
+    for recipe in CHECKPOINT_RECIPES:
+        run = tmp_path_factory.mktemp(recipe)
+        run_training(load_config(recipe, CHECKPOINT_SETS), run)
+        made[recipe] = run / "checkpoints" / "step_2"
+    return made

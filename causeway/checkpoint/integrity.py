@@ -193,5 +193,6 @@ def set_aside(checkpoint: Path) -> Path:
         n += 1
         target = checkpoint.with_name(f"{checkpoint.name}.corrupt{n}")
     checkpoint.rename(target)
-    log.warning("resume: moved the corrupt checkpoint %s aside to %s", checkpoint, target.name)
+    log.warning("resume: moved the corrupt checkpoint %s aside to %s (kept for inspection; "
+                "nothing deletes it)", checkpoint, target.name)  # fmt: skip
     return target

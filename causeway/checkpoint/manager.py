@@ -31,7 +31,11 @@ from causeway.checkpoint.commit import (
 from causeway.checkpoint.discovery import newest_intact, resolve_checkpoint, step_dirs
 from causeway.checkpoint.integrity import check_intact, set_aside
 from causeway.checkpoint.ranks import barrier, is_main, quiet_single_process
-from causeway.checkpoint.training_state import check_compatible, training_state
+from causeway.checkpoint.training_state import (
+    check_compatible,
+    fit_guard_state,
+    training_state,
+)
 from causeway.config import RunConfig
 from causeway.train.failures import SaveFailed
 from causeway.train.faults import Faults
@@ -39,10 +43,12 @@ from causeway.train.faults import Faults
 
 class Checkpointer:
     def __init__(
-        self, cfg: RunConfig, run_dir: Path, pm, optimizer, stream, meta: dict, faults=None
-    ):
+        self, cfg: RunConfig, run_dir: Path, pm, optimizer, stream, meta: dict, faults=None,
+        guard=None,
+    ):  # fmt: skip
         self.cfg, self.run_dir, self.pm, self.optimizer = cfg, Path(run_dir), pm, optimizer
         self.stream, self.meta = stream, meta
+        self.guard = guard  # train/guard.py StepGuard: its counts resume with the run
         self.faults: Faults | None = faults  # test faults (train/faults.py), else None
         # An asynchronous save runs its collectives in a background thread: on the
         # training's process group they would interleave with the step's and mismatch
@@ -57,7 +63,8 @@ class Checkpointer:
         # Every rank's readers (a gather over data-parallel ranks): any layout can resume it.
         stream, group = self.stream, self.pm.group("dp")
         data = stream.global_state_dict(group) if stream is not None else None
-        return training_state(self.pm.parts, self.optimizer, step, data)
+        guard = self.guard.state_dict() if self.guard is not None else None
+        return training_state(self.pm.parts, self.optimizer, step, data, guard)
 
     def save(self, step: int) -> Path:
         """Save step `step`; asynchronously when checkpoint.async_save is set. A save that
@@ -153,8 +160,11 @@ class Checkpointer:
         check_intact(source, self.cfg.checkpoint.verify if verify is None else verify)
         state = self.state(0)
         check_compatible(source, state["model"], whole_model=self.pm.dims.pp == 1)
+        fit_guard_state(source, state)
         with quiet_single_process():
             dcp.load(state, checkpoint_id=str(source))
+        if self.guard is not None and "guard" in state:
+            self.guard.load_state_dict(state["guard"])
         for part in self.pm.parts:
             set_model_state_dict(part, state["model"], options=StateDictOptions(strict=False))
         torch.set_rng_state(state["rng"])

@@ -2,7 +2,8 @@
 
 model: parameters by single-device name; optimizer: per parameter name, its state
 tensors (DTensors under FSDP/TP, which torch.distributed.checkpoint reshards on load);
-data: the stream's position; rng; step. The schedule is a function of the step.
+data: the stream's position; guard: the step guard's skipped count and recent losses
+(train/guard.py); rng; step. The schedule is a function of the step.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def optimizer_state(parts: list[nn.Module], optimizer: torch.optim.Optimizer) ->
     }
 
 
-def training_state(parts, optimizer, step: int, data_state: dict | None) -> dict:
+def training_state(
+    parts, optimizer, step: int, data_state: dict | None, guard_state: dict | None = None
+) -> dict:
     state = {
         "model": model_state(parts),
         "optimizer": optimizer_state(parts, optimizer),
@@ -47,7 +50,23 @@ def training_state(parts, optimizer, step: int, data_state: dict | None) -> dict
     }
     if data_state is not None:
         state["data"] = data_state
+    if guard_state is not None:
+        state["guard"] = guard_state
     return state
+
+
+def fit_guard_state(checkpoint, state: dict) -> None:
+    """Shape `state["guard"]` for loading `checkpoint`: its loss window may be shorter than
+    this run's (a younger run, another train.spike_window), and a checkpoint written before
+    the guard was saved has none (the guard then starts afresh)."""
+    if "guard" not in state:
+        return
+    table = tensor_table(checkpoint)
+    if "guard.recent" not in table:
+        del state["guard"]
+        return
+    shape, dtype = table["guard.recent"]
+    state["guard"]["recent"] = torch.zeros(shape, dtype=dtype)
 
 
 def tensor_table(checkpoint) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

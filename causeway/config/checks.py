@@ -118,6 +118,8 @@ def check_data(config: RunConfig) -> None:
     d, m = config.data, config.model
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers ({d.num_workers}) must be >= 0")
+    if d.worker_restarts < 0:
+        raise ConfigError(f"data.worker_restarts ({d.worker_restarts}) must be >= 0")
     if d.readers is not None and (d.readers < 1 or d.batch_size % d.readers):
         raise ConfigError(
             f"data.readers ({d.readers}) must divide data.batch_size ({d.batch_size}), so "
@@ -174,3 +176,19 @@ def check_training(config: RunConfig) -> None:
         raise ConfigError(f"optimizer.lr must be positive, got {config.optimizer.lr}")
     if len(config.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two values, got {config.optimizer.betas}")
+    check_fault_limits(t)
+
+
+def check_fault_limits(t) -> None:
+    """The step guard's and the collectives' limits (train/guard.py, train/failures.py)."""
+    for name in ("max_bad_steps", "spike_window"):
+        if getattr(t, name) < 0:
+            raise ConfigError(f"train.{name} must be >= 0 (0: off), got {getattr(t, name)}")
+    if t.spike_window == 1:
+        raise ConfigError("train.spike_window=1 has no spread to measure: use 0 (off) or >= 2")
+    if not t.spike_z > 0:
+        raise ConfigError(f"train.spike_z must be positive, got {t.spike_z}")
+    if not t.collective_timeout_s > 0:
+        raise ConfigError(
+            f"train.collective_timeout_s must be positive seconds, got {t.collective_timeout_s}"
+        )

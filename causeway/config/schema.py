@@ -79,6 +79,9 @@ class DataConfig:
     batch_size: int = 16
     micro_batch_size: int | None = None
     num_workers: int = 0
+    # A data worker that dies is restarted from its readers' state; after this many deaths
+    # in a row without a batch in between the run fails, naming the shards it was reading.
+    worker_restarts: int = 3
     seed: int = 0
     # Several datasets sampled by weight; when given, used instead of source/path.
     mixture: list[MixtureEntry] = field(default_factory=list)

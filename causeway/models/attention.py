@@ -15,6 +15,7 @@ Backends:
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from torch import nn
 
 from causeway.models import flash
 from causeway.models.masks import MaskInputs, dense_mask, mask_mod_for
+
+if TYPE_CHECKING:
+    from causeway.models.kv_cache import KVSlot
 
 BACKENDS = ("auto", "sdpa", "flex", "flash")
 
@@ -41,7 +45,8 @@ class AttentionMask:
 
     def __init__(self, spec: MaskInputs, backend: str, device: torch.device):
         self.spec = spec
-        self.backend = resolve_backend(backend, device)
+        # New queries against cached keys (generation) are rendered densely, for SDPA.
+        self.backend = "sdpa" if spec.incremental else resolve_backend(backend, device)
         self.device = device
         self._rendered = None
 
@@ -111,19 +116,36 @@ class Attention(nn.Module):
         mask: AttentionMask,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         memory: torch.Tensor | None = None,
+        cache: KVSlot | None = None,
     ) -> torch.Tensor:
-        """Self-attention over `x`, or cross-attention to `memory` (no RoPE then)."""
+        """Self-attention over `x`, or cross-attention to `memory` (no RoPE then).
+
+        With `cache` (generation, `kv_cache.py`), x holds only the new tokens: their keys
+        and values are appended to the cached ones and the queries attend to all of them;
+        cross-attention projects `memory` once, at the first call."""
         batch, q_len, _ = x.shape
-        source = x if memory is None else memory
         # Heads are read with -1 so that tensor parallelism can shard them later.
         q = self.wq(x).view(batch, q_len, -1, self.head_dim)
-        k = self.wk(source).view(batch, source.shape[1], -1, self.head_dim)
-        v = self.wv(source).view(batch, source.shape[1], -1, self.head_dim)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q = apply_rope(q, *rope)
+        if cache is not None and cache.fixed:  # cross-attention after the first step
+            k, v = cache.keys_values()
+        else:
+            k, v = self.keys_values(x if memory is None else memory, rope)
+            if cache is not None:
+                k, v = cache.append(k, v)
         dropout = self.dropout if self.training else 0.0
-        out = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, dropout)
+        out = attend(q.transpose(1, 2), k, v, mask, dropout)
         return self.wo(out.transpose(1, 2).reshape(batch, q_len, -1))
+
+    def keys_values(self, source: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, Hkv, T, D] keys (rotated when `rope`) and values of `source`."""
+        batch, length, _ = source.shape
+        k = self.wk(source).view(batch, length, -1, self.head_dim)
+        v = self.wv(source).view(batch, length, -1, self.head_dim)
+        if rope is not None:
+            k = apply_rope(k, *rope)
+        return k.transpose(1, 2), v.transpose(1, 2)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

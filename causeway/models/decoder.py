@@ -15,14 +15,25 @@ from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
 from causeway.models.head import HeadMixin, OutputHead
 from causeway.models.init import init_parameters, transformer_init
+from causeway.models.kv_cache import KVCache
 from causeway.models.layers import Block, RMSNorm, RotaryTable
 from causeway.models.loss import LossSums
-from causeway.models.masks import self_attention_spec
+from causeway.models.masks import MaskInputs, in_prefix, self_attention_spec
 
 
 def default_positions(tokens: torch.Tensor) -> torch.Tensor:
     batch, length = tokens.shape[:2]
     return torch.arange(length, device=tokens.device).expand(batch, length)
+
+
+def cached_spec(visibility, cache: KVCache, positions, segment_ids, prefix_lengths) -> MaskInputs:
+    """The mask of new positions over the cached ones (the same rule as without a cache)."""
+    if segment_ids is None:
+        segment_ids = torch.ones_like(positions, dtype=torch.int32)
+    prefix = None
+    if visibility == "prefix":
+        prefix = in_prefix(positions, segment_ids, prefix_lengths)
+    return cache.self_attention_spec(visibility, segment_ids, prefix)
 
 
 class Decoder(HeadMixin, nn.Module):
@@ -47,23 +58,31 @@ class Decoder(HeadMixin, nn.Module):
         targets: torch.Tensor | None = None,
         loss_mask: torch.Tensor | None = None,
         z_weight: float = 0.0,
+        cache: KVCache | None = None,
     ) -> torch.Tensor | LossSums:
         """tokens [B, T] -> logits [B, T, V]; or, given targets, the loss sums.
 
         See `masks.py` for the packing inputs. With targets the output projection and
-        the loss are fused (`linear_loss_sums`), so [B, T, V] logits never exist.
+        the loss are fused (`linear_loss_sums`), so [B, T, V] logits never exist. With
+        `cache` (generation, `kv_cache.py`) tokens are the positions after the cached
+        ones: give their `positions` and `segment_ids`.
         """
         h = self.embed(tokens) if self.takes_tokens else tokens
         if positions is None:
             positions = default_positions(tokens)
-        # The full length comes from positions: under sequence parallelism h holds a shard.
-        spec = self_attention_spec(
-            self.visibility, positions.shape[1], segment_ids, positions, prefix_lengths
-        )
+        if cache is None:
+            # The full length comes from positions: under sequence parallelism h is a shard.
+            spec = self_attention_spec(
+                self.visibility, positions.shape[1], segment_ids, positions, prefix_lengths
+            )
+        else:
+            spec = cached_spec(self.visibility, cache, positions, segment_ids, prefix_lengths)
         mask = AttentionMask(spec, self.cfg.attention, h.device)
         rope = self.rope(positions, h.dtype)
-        for layer in self.layers.values():
-            h = layer(h, mask, rope)
+        for name, layer in self.layers.items():
+            h = layer(h, mask, rope, cache=None if cache is None else cache.slot(int(name)))
+        if cache is not None:
+            cache.advance(tokens.shape[1])
         if self.norm is None:
             return h
         return self.head(self.norm(h), self.output_weight, targets, loss_mask, z_weight)

@@ -14,6 +14,7 @@ from causeway.config.schema import ModelConfig
 from causeway.models.attention import AttentionMask
 from causeway.models.head import HeadMixin, OutputHead
 from causeway.models.init import Init, init_parameters, transformer_init
+from causeway.models.kv_cache import KVCache
 from causeway.models.layers import Block, RMSNorm, RotaryTable
 from causeway.models.loss import LossSums
 from causeway.models.masks import MaskInputs, self_attention_spec
@@ -66,19 +67,46 @@ class EncoderDecoder(HeadMixin, nn.Module):
         if (enc_segment_ids is None) != (dec_segment_ids is None):
             raise ValueError("give both enc_segment_ids and dec_segment_ids, or neither")
         memory = self.encode(enc_tokens, enc_positions, enc_segment_ids)
+        return self.decode(memory, dec_tokens, dec_positions, enc_segment_ids, dec_segment_ids,
+                           targets, loss_mask, z_weight)  # fmt: skip
+
+    def decode(
+        self,
+        memory: torch.Tensor,
+        dec_tokens: torch.Tensor,
+        dec_positions: torch.Tensor | None = None,
+        enc_segment_ids: torch.Tensor | None = None,
+        dec_segment_ids: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+        z_weight: float = 0.0,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor | LossSums:
+        """The decoder over `memory` (`encode`'s output). With `cache` (generation) the
+        tokens follow the cached ones; give their positions and both segment ids."""
         if dec_positions is None:
             dec_positions = default_positions(dec_tokens)
         batch, dec_len = dec_tokens.shape
-        self_spec = self_attention_spec("causal", dec_len, dec_segment_ids, dec_positions, None)
-        cross_spec = MaskInputs(
-            "cross", batch, dec_len, enc_tokens.shape[1], dec_segment_ids, enc_segment_ids
-        )
+        if cache is None:
+            self_spec = self_attention_spec("causal", dec_len, dec_segment_ids, dec_positions,
+                                            None)  # fmt: skip
+            cross_spec = MaskInputs(
+                "cross", batch, dec_len, memory.shape[1], dec_segment_ids, enc_segment_ids
+            )
+        else:
+            self_spec = cache.self_attention_spec("causal", dec_segment_ids, None)
+            cross_spec = cache.cross_attention_spec(dec_segment_ids, enc_segment_ids)
         self_mask = AttentionMask(self_spec, self.cfg.attention, dec_tokens.device)
         cross_mask = AttentionMask(cross_spec, self.cfg.attention, dec_tokens.device)
         h = self.embed(dec_tokens)
         rope = self.rope(dec_positions, h.dtype)
-        for layer in self.layers.values():
-            h = layer(h, self_mask, rope, memory=memory, cross_mask=cross_mask)
+        for name, layer in self.layers.items():
+            slots = {}
+            if cache is not None:
+                slots = {"cache": cache.slot(int(name)), "cross_cache": cache.cross_slot(int(name))}
+            h = layer(h, self_mask, rope, memory=memory, cross_mask=cross_mask, **slots)
+        if cache is not None:
+            cache.advance(dec_len)
         return self.head(self.norm(h), self.output_weight, targets, loss_mask, z_weight)
 
     @property

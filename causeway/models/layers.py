@@ -75,9 +75,15 @@ class Block(nn.Module):
         self.mlp = GatedMLP(cfg.d_model, cfg.d_ff, cfg.mlp)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask: AttentionMask, rope, memory=None, cross_mask=None):
-        x = x + self.dropout(self.attention(self.attention_norm(x), mask, rope))
+    def forward(
+        self, x, mask: AttentionMask, rope, memory=None, cross_mask=None, cache=None,
+        cross_cache=None,
+    ):  # fmt: skip
+        """`cache`, `cross_cache`: this layer's `kv_cache` slots (generation), else None."""
+        x = x + self.dropout(self.attention(self.attention_norm(x), mask, rope, cache=cache))
         if self.cross_attention is not None:
-            h = self.cross_attention(self.cross_norm(x), cross_mask, None, memory=memory)
+            h = self.cross_attention(
+                self.cross_norm(x), cross_mask, None, memory=memory, cache=cross_cache
+            )
             x = x + self.dropout(h)
         return x + self.dropout(self.mlp(self.mlp_norm(x)))

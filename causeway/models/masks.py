@@ -13,6 +13,10 @@ may see a key at index s of the same row iff they are in the same segment and
 
 Padding queries (segment 0) see every key of the row in cross-attention so that no
 softmax row is empty; their outputs never reach the loss.
+
+Incremental decoding (`kv_cache.py`) asks the same rule for the new queries only: they
+are the indices q_offset .. q_offset + q_len - 1 of the row, and the keys are the whole
+row so far (k_len = q_offset + q_len), with their own segment ids and prefix flags.
 """
 
 from __future__ import annotations
@@ -43,10 +47,17 @@ class MaskInputs:
     q_segments: torch.Tensor | None = None
     k_segments: torch.Tensor | None = None
     q_prefix: torch.Tensor | None = None  # per-token in_prefix flags (prefix kind only)
+    k_prefix: torch.Tensor | None = None  # the keys' flags; None: the queries' (no cache)
+    q_offset: int = 0  # index of the first query in the row (incremental decoding)
 
     @property
     def trivially_causal(self) -> bool:
-        return self.kind == "causal" and self.q_segments is None
+        return self.kind == "causal" and self.q_segments is None and self.q_offset == 0
+
+    @property
+    def incremental(self) -> bool:
+        """Queries that are the tail of the keys: only the dense (SDPA) mask renders it."""
+        return self.q_offset > 0 or self.k_prefix is not None
 
     @property
     def unmasked(self) -> bool:
@@ -57,13 +68,14 @@ def dense_mask(spec: MaskInputs, device: torch.device) -> torch.Tensor | None:
     """Boolean [B or 1, 1, Tq, Tk] mask for SDPA (True = may attend); None = no mask."""
     if spec.unmasked:
         return None
-    q_idx = torch.arange(spec.q_len, device=device)
+    q_idx = torch.arange(spec.q_offset, spec.q_offset + spec.q_len, device=device)
     k_idx = torch.arange(spec.k_len, device=device)
     allowed = torch.ones(1, spec.q_len, spec.k_len, dtype=torch.bool, device=device)
     if spec.kind in ("causal", "prefix"):
         causal = k_idx[None, :] <= q_idx[:, None]
         if spec.kind == "prefix":
-            both = spec.q_prefix[:, :, None] & spec.q_prefix[:, None, :]
+            k_prefix = spec.q_prefix if spec.k_prefix is None else spec.k_prefix
+            both = spec.q_prefix[:, :, None] & k_prefix[:, None, :]
             causal = causal[None] | both
         allowed = allowed & causal
     if spec.q_segments is not None:

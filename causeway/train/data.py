@@ -79,13 +79,26 @@ class TrainData:
         return self.train
 
 
-def validation_stream(sources: list[Source], d, world_size: int, common: dict) -> DataStream:
+def validation_stream(
+    sources: list[Source], d, world_size: int, common: dict, loop: bool = True
+) -> DataStream:
     """The val split's stream: as many readers as the train stream unless the split is smaller
     (the builtin corpus holds 56 validation documents)."""
     wanted = d.readers or default_readers(d.batch_size)
     documents = min(load_source(source, "val").documents for source in sources)
     readers = fit_readers(wanted, documents, d.batch_size, world_size)
-    return DataStream(sources, "val", num_workers=0, **(common | {"readers": readers}))
+    return DataStream(sources, "val", num_workers=0, loop=loop, **(common | {"readers": readers}))
+
+
+def stream_settings(cfg: RunConfig, tokenizer: Tokenizer, rank: int, world_size: int) -> dict:
+    """The `DataStream` arguments that the train and validation streams share."""
+    o, d = cfg.objective, cfg.data
+    return dict(
+        objective=o.name, arch=cfg.model.arch, seq_len=d.seq_len, batch_size=d.batch_size,
+        tokenizer=tokenizer, seed=d.seed, rank=rank, world_size=world_size, readers=d.readers,
+        inputs_length=d.inputs_length, targets_length=d.targets_length,
+        objective_params=params_of(o.name, o), verify_sha256=d.verify_sha256,
+    )  # fmt: skip
 
 
 def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
@@ -98,16 +111,11 @@ def build_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> TrainData:
             f"model.vocab_size ({cfg.model.vocab_size}) is smaller than the tokenizer of "
             f"{data_dir} ({tokenizer.vocab_size} tokens)"
         )
-    o, d = cfg.objective, cfg.data
-    common = dict(
-        objective=o.name, arch=cfg.model.arch, seq_len=d.seq_len, batch_size=d.batch_size,
-        tokenizer=tokenizer, seed=d.seed, rank=rank, world_size=world_size, readers=d.readers,
-        inputs_length=d.inputs_length, targets_length=d.targets_length,
-        objective_params=params_of(o.name, o),
-        verify_sha256=d.verify_sha256,
-    )  # fmt: skip
+    d = cfg.data
+    common = stream_settings(cfg, tokenizer, rank, world_size)
     train = DataStream(
         sources, "train", num_workers=d.num_workers, prefetch_factor=d.prefetch_factor,
+        worker_restarts=d.worker_restarts,
         **common,
     )  # fmt: skip
     validation = HeldOutBatches(lambda: validation_stream(sources, d, world_size, common))

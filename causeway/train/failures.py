@@ -28,6 +28,10 @@ class SaveFailed(TrainingFailed):
         self.step, self.path = step, path
 
 
+class DataWorkersFailed(TrainingFailed):
+    """A data worker died `data.worker_restarts` + 1 times in a row without a batch."""
+
+
 class CollectiveTimeout(TrainingFailed):
     """A collective waited longer than `train.collective_timeout_s` for a peer, or lost
     its connection to one."""

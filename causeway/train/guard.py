@@ -54,6 +54,17 @@ class StepGuard:
         """Whether judging a step reads from the device (a host synchronisation)."""
         return self.distributed or self.max_bad > 0 or self.window > 0
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps (the same on every rank): a resumed run counts on and
+        judges spikes against the losses before the save."""
+        recent = torch.tensor(list(self.recent), dtype=torch.float64)
+        return {"skipped": torch.tensor(self.skipped), "recent": recent}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skipped = int(state["skipped"])
+        self.recent.clear()
+        self.recent.extend(state["recent"].tolist()[-self.window :] if self.window else [])
+
     def begin(self, step: int) -> None:
         self.step = step
 

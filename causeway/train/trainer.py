@@ -18,12 +18,14 @@ from causeway.checkpoint.manager import Checkpointer
 from causeway.checkpoint.ranks import barrier
 from causeway.checkpoint.weights import load_model_weights
 from causeway.config import RunConfig, save_config
+from causeway.data_pipeline.stream import LoaderWorkerDied
 from causeway.models.flops import count_parameters, flops_per_sequence
 from causeway.parallel.apply import ParallelModel, parallelize
 from causeway.parallel.dims import ParallelDims
 from causeway.train.data import TrainData, build_data
 from causeway.train.distributed import DistEnv, init_distributed
 from causeway.train.failures import (
+    DataWorkersFailed,
     SaveFailed,
     TrainingFailed,
     is_peer_failure,
@@ -97,7 +99,7 @@ class Trainer:
         layout = {"world_size": self.env.world_size, **self.pm.dims.sizes}
         self.checkpointer = Checkpointer(
             cfg, self.run_dir, self.pm, self.optimizer, self.data.stream, {"layout": layout},
-            self.faults or None,
+            self.faults or None, self.guard,
         )  # fmt: skip
         self.start_step = self.checkpointer.resume()
         if os.environ.get(ENV) and self.env.is_main:
@@ -123,8 +125,10 @@ class Trainer:
         committed checkpoint, after any pending save is finished."""
         try:
             return self.loop()
-        except TrainingFailed as error:
+        except (TrainingFailed, LoaderWorkerDied) as error:
             self.close_after_failure()
+            if isinstance(error, LoaderWorkerDied):
+                error = DataWorkersFailed(f"data.num_workers: {error}")
             raise with_checkpoint(error, newest_committed(self.run_dir, warn=False)) from None
         except RuntimeError as error:  # DistBackendError is one
             if not is_peer_failure(error):

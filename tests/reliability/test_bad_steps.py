@@ -129,3 +129,29 @@ def test_no_guard_in_one_process_reads_nothing_from_the_device():
 def test_fault_hook_refuses_what_it_does_not_know(text):
     with pytest.raises(ValueError, match=ENV):
         parse_faults(text)
+
+
+def test_the_guard_resumes_with_the_checkpoint(builtin_dir, tmp_path, monkeypatch):
+    """The skipped count and the spike window are saved: a restart judges spikes against
+    the losses before the save and counts on."""
+    monkeypatch.setenv(ENV, "nan_loss@2")
+    first = trainer(tmp_path, "train.steps=6", "train.spike_window=3", "train.spike_z=50")
+    first.fit()
+    assert first.guard.skipped == 1 and len(first.guard.recent) == 3
+    monkeypatch.delenv(ENV)
+    again = trainer(tmp_path, "train.steps=8", "train.spike_window=3", "train.spike_z=50",
+                    "checkpoint.resume=auto")  # fmt: skip
+    assert again.start_step == 6
+    assert again.guard.skipped == 1
+    assert list(again.guard.recent) == list(first.guard.recent)
+    records = again.fit()
+    assert [r["skipped_steps"] for r in records] == [1, 1]
+
+
+def test_a_checkpoint_without_guard_state_still_resumes(builtin_dir, tmp_path):
+    """Checkpoints written before the guard was saved load; the guard starts afresh."""
+    first = trainer(tmp_path, "train.steps=2")
+    first.checkpointer.guard = None  # writes no guard state, as older checkpoints
+    first.fit()
+    again = trainer(tmp_path, "train.steps=3", "train.spike_window=2", "checkpoint.resume=auto")
+    assert again.start_step == 2 and again.guard.skipped == 0 and not again.guard.recent
