@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch first, pinned: a bare `torch` requirement could pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: setup quickstart test test-fast lint format bench cluster cluster-stop clean
+.PHONY: setup quickstart adaptation-demo test test-fast lint format bench cluster cluster-stop clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 quickstart: setup
 	$(BIN)/causeway train
+
+# The paper's pipeline at tiny scale: report and plots in runs/adaptation-demo/.
+adaptation-demo: setup
+	$(BIN)/causeway demo adaptation --out runs/adaptation-demo
 
 # The launcher tests need a real Slurm: started here when we are root (it apt-installs
 # slurm-wlm + munge if missing) and stopped after; without it those tests skip saying why.

@@ -142,6 +142,8 @@ CASES = [
     Bad("zero-spike-z", f"{TRAIN} --set train.spike_z=0", "train.spike_z must be positive"),
     Bad("zero-collective-timeout", f"{TRAIN} --set train.collective_timeout_s=0",
         "train.collective_timeout_s must be positive seconds, got 0"),
+    Bad("pairs-for-another-objective", f"{TRAIN} --set data.source=builtin_mtf",
+        "data.source builtin_mtf holds (inputs, targets) pairs for objective mtf, not 'full_lm'"),
     Bad("negative-worker-restarts", f"{TRAIN} --set data.worker_restarts=-2",
         "data.worker_restarts (-2) must be >= 0"),
     # -- impossible parallel layouts --------------------------------------------------

@@ -55,6 +55,7 @@ def dispatch(args) -> int:
         "status": commands.run_status,
         "generate": inference.run_generate,
         "eval": inference.run_eval,
+        "demo": inference.run_demo,
     }[args.command]
     return handler(args)
 

@@ -70,7 +70,8 @@ def run_eval(args) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    tasks = [load_task(path) for path in task_files(args.tasks)]  # every file checked first
+    given = [builtin_tasks() if t == "builtin" else t for t in args.tasks]
+    tasks = [load_task(path) for path in task_files(given)]  # every file checked first
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a file, not a directory")
     report = zero_shot(load_inference_model(args.checkpoint, args.device), tasks, args.batch_size)
@@ -115,3 +116,21 @@ def run_harness(harness_args: list[str]) -> int:
     sys.argv = ["causeway eval harness", *harness_args]
     cli_evaluate()
     return 0
+
+
+def run_demo(args) -> int:
+    from causeway.demo.adaptation import SMOKE, Settings, run_demo
+
+    run_demo(args.out, SMOKE if args.smoke else Settings())
+    return 0
+
+
+def builtin_tasks():
+    """The held-out builtin suite (data_pipeline/prepare/builtin_tasks.py), written once."""
+    from causeway.data_pipeline.prepare.builtin_tasks import HELDOUT_TEMPLATES, write_heldout_tasks
+    from causeway.train.data import builtin_data_dir
+
+    where = builtin_data_dir().with_name("builtin-tasks")
+    if not all((where / f"{task}.jsonl").is_file() for task in HELDOUT_TEMPLATES):
+        write_heldout_tasks(where)
+    return where

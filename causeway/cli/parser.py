@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_launch_parser(commands)
     add_generate_parser(commands)
     add_eval_parser(commands)
+    demo = commands.add_parser("demo", help="the paper's pipeline at tiny scale")
+    demo_commands = demo.add_subparsers(dest="demo_command", required=True)
+    adaptation = demo_commands.add_parser(
+        "adaptation", help="pretrain, adapt, finetune and evaluate (report with plots)"
+    )
+    adaptation.add_argument("--out", type=Path, default=Path("runs/adaptation-demo"))
+    adaptation.add_argument("--smoke", action="store_true", help="the few-step version CI runs")
     status = commands.add_parser("status", help="where a run stands (any launcher)")
     status.add_argument("run_dir", type=Path)
     status.add_argument("--json", action="store_true", help="print one JSON object")
@@ -183,7 +190,10 @@ def add_eval_parser(commands) -> None:
     sub = ev.add_subparsers(dest="eval_command", required=True)
     zs = sub.add_parser("zero-shot", help="rank classification on jsonl tasks")
     zs.add_argument("checkpoint")
-    zs.add_argument("--tasks", nargs="+", required=True, help="task .jsonl files or directories")
+    zs.add_argument(
+        "--tasks", nargs="+", required=True,
+        help="task .jsonl files or directories; 'builtin': the builtin held-out suite",
+    )  # fmt: skip
     zs.add_argument("--out", type=Path, help="write zero_shot.json here")
     zs.add_argument("--batch-size", type=int, default=16, help="continuations per forward")
     zs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

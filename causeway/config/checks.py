@@ -130,7 +130,13 @@ def check_data(config: RunConfig) -> None:
     if config.objective.name == "mtf" and d.source == "builtin" and not d.mixture:
         raise ConfigError(
             "objective mtf needs a dataset of (inputs, targets) pairs: prepare one with "
-            "`causeway data prepare --input ... --pair-fields inputs targets` and set data.path"
+            "`causeway data prepare --input ... --pair-fields inputs targets` and set data.path, "
+            "or use data.source=builtin_mtf (prompted tasks made from the builtin corpus)"
+        )
+    if d.source == "builtin_mtf" and config.objective.name != "mtf" and not d.mixture:
+        raise ConfigError(
+            f"data.source builtin_mtf holds (inputs, targets) pairs for objective mtf, not "
+            f"{config.objective.name!r}"
         )
     if m.arch == "encoder_decoder":
         resolve_encoder_decoder_lengths(config)

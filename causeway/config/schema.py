@@ -65,8 +65,10 @@ class MixtureEntry:
 @dataclass
 class DataConfig:
     # "builtin": the standard-library docstring corpus, built on first use into `path`
-    # (default: $CAUSEWAY_DATA_HOME/builtin or ~/.cache/causeway/builtin).
-    source: Literal["builtin", "path"] = "builtin"
+    # (default: $CAUSEWAY_DATA_HOME/builtin or ~/.cache/causeway/builtin); "builtin_mtf":
+    # prompted (inputs, targets) pairs made from it, for the mtf objective (default
+    # .../builtin-mtf; data_pipeline/prepare/builtin_tasks.py).
+    source: Literal["builtin", "builtin_mtf", "path"] = "builtin"
     path: str | None = None
     # Decoder row length in tokens.
     seq_len: int = 256

@@ -105,10 +105,10 @@ def find_tokenizer(cfg: RunConfig) -> Path | None:
     candidates = [Path(e.path) for e in d.mixture]
     if d.path:
         candidates.append(Path(d.path))
-    elif d.source == "builtin":
+    elif d.source != "path":
         from causeway.train.data import builtin_data_dir
 
-        candidates.append(builtin_data_dir())
+        candidates.append(builtin_data_dir(d.source))
     found = [c / TOKENIZER for c in candidates if (c / TOKENIZER).is_file()]
     return found[0] if found else None
 

@@ -70,9 +70,9 @@ def check_data_inputs(cfg: RunConfig) -> None:
         if is_local(d.path):
             check_dataset(d.path, "data.path", vocab)
     else:
-        path = Path(d.path) if d.path else builtin_data_dir()
+        path = Path(d.path) if d.path else builtin_data_dir(d.source)
         if (path / "index.json").is_file():  # else it is built on first use
-            check_dataset(path, "the builtin corpus", vocab)
+            check_dataset(path, f"the {d.source} dataset", vocab)
 
 
 def open_dataset(location: str | Path, key: str):

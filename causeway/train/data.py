@@ -24,18 +24,25 @@ from causeway.data_pipeline.stream import DataStream, default_readers
 from causeway.data_pipeline.stream.stream import fit_readers
 from causeway.data_pipeline.tokenizer import Tokenizer
 
+BUILTIN_DIRS = {"builtin": "builtin", "builtin_mtf": "builtin-mtf"}
 
-def builtin_data_dir() -> Path:
+
+def builtin_data_dir(source: str = "builtin") -> Path:
     home = os.environ.get("CAUSEWAY_DATA_HOME") or Path.home() / ".cache" / "causeway"
-    return Path(home) / "builtin"
+    return Path(home) / BUILTIN_DIRS[source]
 
 
 def resolve_data_dir(cfg: RunConfig) -> Path:
-    """The prepared dataset directory; the builtin corpus is built on first use."""
-    if cfg.data.source == "builtin":
-        path = Path(cfg.data.path) if cfg.data.path else builtin_data_dir()
+    """The prepared dataset directory; the builtin datasets are built on first use."""
+    source = cfg.data.source
+    if source in BUILTIN_DIRS:
+        path = Path(cfg.data.path) if cfg.data.path else builtin_data_dir(source)
         if not (path / "index.json").is_file():
-            print(f"causeway: building the builtin corpus in {path} (first use)", flush=True)
+            print(f"causeway: building the {source} dataset in {path} (first use)", flush=True)
+        if source == "builtin_mtf":
+            from causeway.data_pipeline.prepare.builtin_tasks import ensure_builtin_mtf
+
+            return ensure_builtin_mtf(path, builtin_data_dir())
         return ensure_builtin(path)
     path = Path(cfg.data.path)
     if not (path / "index.json").is_file():

@@ -121,3 +121,15 @@ def test_eval_loss_gives_validation_loss_and_perplexity(checkpoints, builtin_dir
                  "--max-batches", "1", "--json"])  # fmt: skip
     one = json.loads(capsys.readouterr().out)
     assert code == 0 and one["val_tokens"] < result["val_tokens"]
+
+
+def test_the_builtin_suite_has_three_disjoint_held_out_tasks(checkpoints, capsys):
+    from causeway.data_pipeline.prepare.builtin_tasks import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
+
+    assert not set(HELDOUT_TEMPLATES) & set(TRAIN_TEMPLATES)
+    code = main(["eval", "zero-shot", str(checkpoints["tiny-nd-plm"]), "--tasks", "builtin"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    for task in HELDOUT_TEMPLATES:
+        row = next(line for line in out.splitlines() if line.startswith(task))
+        assert row.split()[1] == "3"  # prompts

@@ -35,15 +35,21 @@ def builtin_documents(root: Path | None = None, min_chars: int = MIN_DOCUMENT_CH
     Identical docstrings (the same text in `io` and `_pyio`, say) are kept once so that a
     train/val split by document cannot leak text across splits.
     """
+    return [text for _, _, text in builtin_records(root, min_chars)]
+
+
+def builtin_records(
+    root: Path | None = None, min_chars: int = MIN_DOCUMENT_CHARS
+) -> list[tuple[str, str, str]]:
+    """(file, qualified name, docstring) of `builtin_documents`, in its order."""
     root = stdlib_dir() if root is None else root
-    keyed = sorted(_iter_docstrings(root))
     seen: set[str] = set()
-    documents: list[str] = []
-    for _, text in keyed:
+    records = []
+    for (path, name), text in sorted(_iter_docstrings(root)):
         if len(text) >= min_chars and text not in seen:
             seen.add(text)
-            documents.append(text)
-    return documents
+            records.append((path, name, text))
+    return records
 
 
 def _iter_docstrings(root: Path) -> Iterator[tuple[tuple[str, str], str]]:
