@@ -10,7 +10,9 @@ object. Run: python benchmarks/inference.py [--recipe tiny-cd-flm] [--examples 6
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,18 +51,20 @@ def main() -> None:
     parser.add_argument("--recipe", default="tiny-cd-flm")
     parser.add_argument("--examples", type=int, default=60, help="per held-out task")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=96)
+    parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cfg = load_config(args.recipe)
     model = materialize(build_model(cfg.model, "cpu"), "cpu", seed=0).eval()
-    tok = Tokenizer.from_dataset(resolve_data_dir(cfg))
+    with contextlib.redirect_stdout(sys.stderr):  # "building the builtin dataset": not JSON
+        tok = Tokenizer.from_dataset(resolve_data_dir(cfg))
     with tempfile.TemporaryDirectory() as tmp:
         tasks = [load_task(p) for p in task_files([write_heldout_tasks(Path(tmp), args.examples)])]
     asked, examples = requests_of(tasks, tok)
     one = timed(lambda: score(model, asked, tok.pad_id, tok.eos_id, batch_size=1))
     batched = timed(lambda: score(model, asked, tok.pad_id, tok.eos_id, args.batch_size))
-    prompts = [tok.encode(t.examples[0].prompts[0]) for t in tasks] * 3
+    keep = cfg.model.max_seq_len - args.new_tokens
+    prompts = [tok.encode(t.examples[i].prompts[0])[-keep:] for t in tasks for i in range(4)]
     how = Generation(args.new_tokens, stop_at=None)
     cached = timed(lambda: generate(model, prompts, how, tok.pad_id))
     uncached = timed(

@@ -1,4 +1,5 @@
-"""A real Ray cluster on 127.0.0.1 for the launcher tests (`ray start`, then `ray stop`)."""
+"""A real Ray cluster on 127.0.0.1 for the launcher tests (`ray start`, then `ray stop`),
+and the launches the Ray tests make on it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.launcher.procs import TINY, losses_by_step
 from tests.parallel.harness import free_port
 
 BIN = Path(sys.executable).parent
+STEPS = 24
+RAY_SETS = [*TINY, f"train.steps={STEPS}", "checkpoint.every=3"]
 
 
 def ray_env() -> dict[str, str]:
@@ -82,3 +86,28 @@ def newest_raylet_pid() -> int:
 
 def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+def ray_launch(run_dir, address, *flags) -> subprocess.Popen:
+    sets = [arg for item in RAY_SETS for arg in ("--set", item)]
+    command = [sys.executable, "-m", "causeway", "launch", "ray", "tiny-cd-flm", "--address",
+               address, "--run-dir", str(run_dir), *flags, *sets]  # fmt: skip
+    return subprocess.Popen(command, env=ray_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def running(proc: subprocess.Popen, wait) -> None:
+    """Run `wait`; if the launch ended meanwhile, fail with what it printed."""
+    try:
+        wait()
+    except AssertionError as err:
+        proc.kill()
+        out = proc.communicate()[0].decode(errors="replace")
+        raise AssertionError(f"{err}\n{out[-4000:]}") from None
+
+
+def assert_same_losses(run, expected, after: int = 0) -> None:
+    got = losses_by_step(run)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(after + 1, STEPS + 1):
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step

@@ -13,6 +13,7 @@ past its timeout kills the pool, and the next call starts a new one.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
@@ -66,7 +67,9 @@ class Pool:
         self.conns, self.procs = [], []
         for rank in range(world_size):
             parent, child = context.Pipe()
-            proc = context.Process(target=_serve, args=(rank, world_size, child), daemon=True)
+            # Not daemonic, so that a case may start processes of its own (data workers);
+            # the pools are closed at exit instead (`close_pools`).
+            proc = context.Process(target=_serve, args=(rank, world_size, child))
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
@@ -119,6 +122,12 @@ class Pool:
 
 
 _POOLS: dict[int, Pool] = {}
+
+
+@atexit.register
+def close_pools() -> None:
+    while _POOLS:
+        _POOLS.popitem()[1].close()
 
 
 def run_distributed(target: str, world_size: int, *args, timeout: float = CALL_TIMEOUT_S) -> list:
