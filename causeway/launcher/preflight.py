@@ -72,7 +72,8 @@ def check_data_inputs(cfg: RunConfig) -> None:
     else:
         path = Path(d.path) if d.path else builtin_data_dir(d.source)
         if (path / "index.json").is_file():  # else it is built on first use
-            check_dataset(path, f"the {d.source} dataset", vocab)
+            label = "the builtin corpus" if d.source == "builtin" else "the builtin mtf tasks"
+            check_dataset(path, label, vocab)
 
 
 def open_dataset(location: str | Path, key: str):

@@ -15,7 +15,7 @@ from tests.launcher.procs import TINY, losses_by_step
 from tests.parallel.harness import free_port
 
 BIN = Path(sys.executable).parent
-STEPS = 24
+STEPS = 24  # = conftest.BASELINE_STEPS, the run the losses are compared with
 RAY_SETS = [*TINY, f"train.steps={STEPS}", "checkpoint.every=3"]
 
 

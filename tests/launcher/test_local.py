@@ -21,13 +21,8 @@ STEPS = 24
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
 def test_signal_to_one_rank_stops_all_at_one_step_and_resume_is_exact(
-    builtin_dir, tmp_path, signum
+    baseline_losses, tmp_path, signum
 ):
-    baseline = tmp_path / "baseline"
-    code, out = finish(launch(baseline, steps=STEPS))
-    assert code == 0, out[-3000:]
-    assert (baseline / "logs").is_dir() and list((baseline / "logs").rglob("stdout.log"))
-
     run = tmp_path / "run"
     proc = launch(run, steps=STEPS)
     wait_for_step(run, 3, alive=lambda: proc.poll() is None)
@@ -48,7 +43,7 @@ def test_signal_to_one_rank_stops_all_at_one_step_and_resume_is_exact(
     code, out = finish(launch(run, steps=STEPS))
     assert code == 0, out[-3000:]
     assert f"resumed from {run / 'checkpoints' / ('step_' + str(stop['step']))}" in out
-    expected, got = losses_by_step(baseline), losses_by_step(run)
+    expected, got = baseline_losses, losses_by_step(run)
     assert sorted(got) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-6), step

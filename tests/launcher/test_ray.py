@@ -37,7 +37,7 @@ def shared():
     cluster.stop()
 
 
-def test_killed_worker_is_restarted_and_resumes_exactly(shared, ray_baseline, tmp_path):
+def test_killed_worker_is_restarted_and_resumes_exactly(shared, baseline_losses, tmp_path):
     head = shared
     run = tmp_path / "run"
     proc = ray_launch(run, head.address, "--workers", "2", "--max-failures", "2")
@@ -48,7 +48,7 @@ def test_killed_worker_is_restarted_and_resumes_exactly(shared, ray_baseline, tm
     assert code == 0, text[-4000:]
     attempts = [json.loads(x) for x in (run / "attempts.jsonl").read_text().splitlines()]
     assert len(attempts) == 2 and attempts[1]["start_step"] >= 3
-    assert_same_losses(run, ray_baseline, after=attempts[1]["start_step"])
+    assert_same_losses(run, baseline_losses, after=attempts[1]["start_step"])
 
 
 def test_submit_as_a_ray_job(shared, builtin_dir, tmp_path):

@@ -22,11 +22,11 @@ from tests.launcher.ray_cluster import (
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
-def test_fewer_workers_when_capacity_is_lost(ray_baseline, tmp_path):
+def test_fewer_workers_when_capacity_is_lost(baseline_losses, tmp_path):
     require_ray()
     head = RayCluster(1)
     try:
-        continue_on_fewer(head, ray_baseline, tmp_path)
+        continue_on_fewer(head, baseline_losses, tmp_path)
     finally:
         head.stop()
 

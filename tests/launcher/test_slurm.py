@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.launcher.procs import TINY, finish, launch, losses_by_step, wait_for_step
+from tests.launcher.procs import TINY, losses_by_step, wait_for_step
 from tests.launcher.slurm_cluster import require_cluster, wait_for_job, wait_for_running
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -64,11 +64,8 @@ def test_two_node_cpu_job_runs_to_the_end(builtin_dir, tmp_path):
     assert "rendezvous" in slurm_log(run, job_id)
 
 
-def test_warning_signal_checkpoints_requeues_and_resumes_exactly(builtin_dir, tmp_path):
+def test_warning_signal_checkpoints_requeues_and_resumes_exactly(baseline_losses, tmp_path):
     env = require_cluster()
-    baseline = tmp_path / "baseline"
-    code, out = finish(launch(baseline, steps=STEPS))
-    assert code == 0, out[-3000:]
     run = tmp_path / "run"
     job_id = submit(run, env)
     wait_for_step(run, 3)
@@ -80,7 +77,7 @@ def test_warning_signal_checkpoints_requeues_and_resumes_exactly(builtin_dir, tm
     log = slurm_log(run, job_id)
     assert fields["JobState"] == "COMPLETED", log[-3000:]
     assert "requeueing (restart 1 of 3)" in log
-    expected, got = losses_by_step(baseline), losses_by_step(run)
+    expected, got = baseline_losses, losses_by_step(run)
     assert sorted(got) == sorted(expected)
     for step, loss in expected.items():
         assert got[step] == pytest.approx(loss, rel=1e-6, abs=1e-6), step
