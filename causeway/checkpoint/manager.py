@@ -34,6 +34,7 @@ from causeway.checkpoint.ranks import barrier, is_main, quiet_single_process
 from causeway.checkpoint.training_state import (
     check_compatible,
     fit_guard_state,
+    tensor_table,
     training_state,
 )
 from causeway.config import RunConfig
@@ -159,8 +160,9 @@ class Checkpointer:
         commit record, and its checksums with `verify` (default: checkpoint.verify)."""
         check_intact(source, self.cfg.checkpoint.verify if verify is None else verify)
         state = self.state(0)
-        check_compatible(source, state["model"], whole_model=self.pm.dims.pp == 1)
-        fit_guard_state(source, state)
+        table = tensor_table(source)
+        check_compatible(source, state["model"], self.pm.dims.pp == 1, table)
+        fit_guard_state(table, state)
         with quiet_single_process():
             dcp.load(state, checkpoint_id=str(source))
         if self.guard is not None and "guard" in state:

@@ -55,13 +55,12 @@ def training_state(
     return state
 
 
-def fit_guard_state(checkpoint, state: dict) -> None:
+def fit_guard_state(table: dict, state: dict) -> None:
     """Shape `state["guard"]` for loading `checkpoint`: its loss window may be shorter than
     this run's (a younger run, another train.spike_window), and a checkpoint written before
-    the guard was saved has none (the guard then starts afresh)."""
+    the guard was saved has none (the guard then starts afresh). `table`: `tensor_table`."""
     if "guard" not in state:
         return
-    table = tensor_table(checkpoint)
     if "guard.recent" not in table:
         del state["guard"]
         return
@@ -79,13 +78,15 @@ def tensor_table(checkpoint) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     }
 
 
-def check_compatible(checkpoint, model: dict, whole_model: bool = True) -> None:
+def check_compatible(
+    checkpoint, model: dict, whole_model: bool = True, table: dict | None = None
+) -> None:
     """One clear error naming the tensors that differ between checkpoint and model.
 
     `model` is this rank's model state (global shapes); a pipeline stage holds only part
     of the model, so keys it lacks are not 'unexpected' there (`whole_model=False`).
     """
-    table = tensor_table(checkpoint)
+    table = tensor_table(checkpoint) if table is None else table
     stored = {k[len("model.") :]: v[0] for k, v in table.items() if k.startswith("model.")}
     wanted = {k: tuple(v.shape) for k, v in model.items()}
     missing = sorted(set(wanted) - set(stored))

@@ -144,7 +144,7 @@ class Pipeline:
         loaded = load_inference_model(ckpt, "auto")
         suite = [load_task(p) for p in task_files([tasks])]
         report = zero_shot(loaded, suite, self.settings.eval_batch_size)
-        loss = heldout_loss(ckpt, device="auto")
+        loss = heldout_loss(ckpt, device="auto", model=loaded.model)
         return {"checkpoint": str(ckpt), "zero_shot": report.record(), "val_loss": loss}
 
 

@@ -14,8 +14,9 @@ from causeway.config.schema import ParallelConfig
 
 def heldout_loss(
     checkpoint: str | Path, data_dir: str | Path | None = None, device: str = "auto",
-    max_batches: int | None = None,
+    max_batches: int | None = None, model=None,
 ) -> dict:  # fmt: skip
+    """`model`: the checkpoint's model when the caller has it loaded already (on `device`)."""
     from causeway.convert.checkpoints import (
         checkpoint_config,
         load_checkpoint_model,
@@ -44,7 +45,7 @@ def heldout_loss(
         raise ConfigError(f"the tokenizer of {where} has {tokenizer.vocab_size} tokens; "
                           f"{source} has model.vocab_size={cfg.model.vocab_size}")  # fmt: skip
     on = pick_device(device)
-    model = load_checkpoint_model(source).to(on)
+    model = load_checkpoint_model(source).to(on) if model is None else model
     stream = validation_stream(sources, cfg.data, 1, stream_settings(cfg, tokenizer, 0, 1), False)
     pm = ParallelModel([model], ParallelDims.from_config(cfg, 1))
     settings = StepSettings.from_config(cfg, on)

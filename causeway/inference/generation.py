@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from causeway.inference.rows import Rows
 from causeway.inference.sampling import Sampling, next_tokens
 from causeway.models.kv_cache import KVCache
 
@@ -26,33 +27,6 @@ class Generation:
     sampling: Sampling = Sampling()
     stop_at: int | None = None  # a row ends after this token (EOS); None: never
     use_cache: bool = True
-
-
-@dataclass
-class Rows:
-    """A batch of prompts laid out for the model: tokens [B, T], segment ids (0: padding)
-    and positions."""
-
-    tokens: torch.Tensor
-    segments: torch.Tensor
-    positions: torch.Tensor
-    lengths: torch.Tensor  # [B] prompt lengths
-
-    @classmethod
-    def of(cls, prompts: list[list[int]], pad_id: int, left: bool, device) -> Rows:
-        if not prompts or any(not p for p in prompts):
-            raise ValueError("every prompt needs at least one token")
-        width = max(len(p) for p in prompts)
-        tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        segments = torch.zeros(len(prompts), width, dtype=torch.int32)
-        positions = torch.zeros(len(prompts), width, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            at = slice(width - len(prompt), width) if left else slice(0, len(prompt))
-            tokens[row, at] = torch.tensor(prompt)
-            segments[row, at] = 1
-            positions[row, at] = torch.arange(len(prompt))
-        lengths = torch.tensor([len(p) for p in prompts])
-        return cls(*(t.to(device) for t in (tokens, segments, positions, lengths)))
 
 
 @torch.no_grad()
@@ -103,16 +77,11 @@ class DecoderSteps:
         self.model, self.rows, self.how = model, rows, how
         width = rows.tokens.shape[1]
         capacity_check(model, int(rows.lengths.max()) + how.max_new_tokens)
-        batch = rows.tokens.shape[0]
         # Segment k's prefix length is entry k: padding (0) has none, the prompt is one.
         self.prefix_lengths = torch.stack([torch.zeros_like(rows.lengths), rows.lengths], 1)
         self.cache = None
         if how.use_cache:
-            cfg = model.cfg
-            self.cache = KVCache.allocate(
-                cfg.n_layers, batch, cfg.kv_heads, width + how.max_new_tokens,
-                cfg.dim_per_head, model.embed.weight.dtype, rows.tokens.device,
-            )  # fmt: skip
+            self.cache = KVCache.for_model(model, len(rows.tokens), width + how.max_new_tokens)
 
     def forward(self, tokens, segments, positions) -> torch.Tensor:
         logits = self.model(tokens, positions=positions, segment_ids=segments,
@@ -141,14 +110,9 @@ class EncoderDecoderSteps:
         self.model, self.rows, self.start_id = model, rows, start_id
         capacity_check(model, max(rows.tokens.shape[1], how.max_new_tokens + 1))
         self.memory = model.encode(rows.tokens, rows.positions, rows.segments)
-        batch = rows.tokens.shape[0]
         self.cache = None
         if how.use_cache:
-            cfg = model.cfg
-            self.cache = KVCache.allocate(
-                cfg.n_layers, batch, cfg.kv_heads, how.max_new_tokens + 1, cfg.dim_per_head,
-                model.embed.weight.dtype, rows.tokens.device,
-            )  # fmt: skip
+            self.cache = KVCache.for_model(model, len(rows.tokens), how.max_new_tokens + 1)
 
     def forward(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
         positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)

@@ -28,10 +28,6 @@ class InferenceModel:
     def visibility(self) -> str:
         return self.model.visibility if self.arch == "decoder" else "prefix"
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":

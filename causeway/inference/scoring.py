@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from causeway.inference.rows import Rows
+
 
 @dataclass(frozen=True)
 class Request:
@@ -68,32 +70,21 @@ def score(
     return [scores[i] for i in range(len(requests))]
 
 
-def right_padded(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, ...]:
-    """tokens, segment ids (0: padding) and positions of right-padded rows."""
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    segments = torch.zeros(len(rows), width, dtype=torch.int32)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.tensor(r)
-        segments[i, : len(r)] = 1
-    positions = torch.arange(width).expand(len(rows), width) * segments
-    return tokens.to(device), segments.to(device), positions.to(device)
-
-
 def score_batch(model: nn.Module, batch: list[Request], pad_id: int, eos_id: int) -> list[Score]:
     device = next(model.parameters()).device
     if model.cfg.arch == "encoder_decoder":
-        enc = right_padded([r.context or [eos_id] for r in batch], pad_id, device)
-        dec = right_padded([[pad_id, *r.continuation[:-1]] for r in batch], pad_id, device)
-        logits = model(enc[0], dec[0], enc[2], dec[2], enc[1], dec[1])
+        enc = Rows.of([r.context or [eos_id] for r in batch], pad_id, False, device)
+        dec = Rows.of([[pad_id, *r.continuation[:-1]] for r in batch], pad_id, False, device)
+        logits = model(enc.tokens, dec.tokens, enc.positions, dec.positions, enc.segments,
+                       dec.segments)  # fmt: skip
         starts = [0] * len(batch)
     else:
         contexts = [r.context or [eos_id] for r in batch]
         rows = [c + r.continuation[:-1] for c, r in zip(contexts, batch, strict=True)]
-        tokens, segments, positions = right_padded(rows, pad_id, device)
+        laid = Rows.of(rows, pad_id, False, device)
         lengths = torch.tensor([len(c) for c in contexts], device=device)
         prefix_lengths = torch.stack([torch.zeros_like(lengths), lengths], 1)
-        logits = model(tokens, positions, segments, prefix_lengths)
+        logits = model(laid.tokens, laid.positions, laid.segments, prefix_lengths)
         starts = [len(c) - 1 for c in contexts]
     logprobs = F.log_softmax(logits.float(), dim=-1)
     out = []

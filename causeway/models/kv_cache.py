@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from causeway.models.masks import MaskInputs
 
@@ -87,13 +88,14 @@ class KVCache:
     cross: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
-    def allocate(
-        cls, layers: int, batch: int, kv_heads: int, capacity: int, head_dim: int,
-        dtype: torch.dtype, device: torch.device | str,
-    ) -> KVCache:  # fmt: skip
-        shape = (batch, kv_heads, capacity, head_dim)
-        keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+    def for_model(cls, model: nn.Module, batch: int, capacity: int) -> KVCache:
+        """Room for `capacity` positions of `batch` rows in every (decoder) layer of
+        `model`, in its dtype and on its device."""
+        cfg, weight = model.cfg, model.embed.weight
+        device = weight.device
+        shape = (batch, cfg.kv_heads, capacity, cfg.dim_per_head)
+        keys = [torch.zeros(shape, dtype=weight.dtype, device=device) for _ in range(cfg.n_layers)]
+        values = [torch.zeros_like(k) for k in keys]
         segments = torch.zeros(batch, capacity, dtype=torch.int32, device=device)
         prefix = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
         return cls(keys, values, segments, prefix)
