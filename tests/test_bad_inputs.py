@@ -265,6 +265,19 @@ CASES = [
     Bad("import-hf-not-llama", "convert import-hf {tmp}/hf --out {out}",
         "{tmp}/hf/config.json: not importable: model_type 'bert' (only llama)",
         setup=write("hf/config.json", json.dumps({"model_type": "bert"}))),
+    Bad("import-megatron-untrusted", "convert import-megatron {tmp} --out {out}",
+        "{tmp}: Megatron-LM checkpoints are Python pickles"),
+    Bad("import-megatron-no-tracker", "convert import-megatron {tmp}/mg --out {out} "
+        "--trust-pickle", "{tmp}/mg: no latest_checkpointed_iteration.txt; pass --iteration N "
+        "(saved: iter_0000005)", setup=write("mg/iter_0000005/mp_rank_00/x", "")),
+    Bad("import-megatron-bad-tracker", "convert import-megatron {tmp}/mg --out {out} "
+        "--trust-pickle", "latest_checkpointed_iteration.txt: 'soon' is neither an iteration "
+        "nor release", setup=write("mg/latest_checkpointed_iteration.txt", "soon")),
+    Bad("import-deepspeed-untrusted", "convert import-deepspeed {tmp} --out {out}",
+        "{tmp}: DeepSpeed checkpoints are Python pickles"),
+    Bad("import-deepspeed-no-latest", "convert import-deepspeed {tmp}/ds --out {out} "
+        "--trust-pickle --recipe tiny-cd-flm", "{tmp}/ds: no `latest` file; pass --tag "
+        "(saved: global_step2)", setup=write("ds/global_step2/x", ""), needs="deepspeed"),
     Bad("status-not-a-run", "status {tmp}", "{tmp} is not a causeway run directory"),
     # -- CLI flags: unknown, mistyped, missing, contradictory -------------------------
     Bad("unknown-flag", "train tiny-cd-flm --bogus",

@@ -9,6 +9,8 @@
     causeway convert arch CKPT --visibility V [--objective O] --out DIR
     causeway convert to-encoder-decoder CKPT --out DIR
     causeway convert export-hf CKPT --out DIR | import-hf DIR --out DIR
+    causeway convert import-megatron DIR --out RUN [--iteration N] [--recipe R] --trust-pickle
+    causeway convert import-deepspeed DIR --out RUN [--tag TAG] [--recipe R] --trust-pickle
     causeway convert inspect CKPT [--allow-partial] [--verify] | consolidate CKPT --out FILE
     causeway launch local RECIPE --nproc N [--run-dir DIR] [--set ...]
     causeway launch slurm RECIPE --nodes N --gpus-per-node G [--dry-run] [...]

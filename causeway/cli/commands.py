@@ -66,6 +66,16 @@ def run_convert(args) -> int:
         from causeway.convert.hf import import_hf
 
         out = import_hf(Path(args.checkpoint), Path(args.out), args.recipe)
+    elif command == "import-megatron":
+        from causeway.convert.foreign.importers import import_megatron
+
+        out = import_megatron(Path(args.checkpoint), Path(args.out), args.iteration,
+                              args.recipe, args.trust_pickle)  # fmt: skip
+    elif command == "import-deepspeed":
+        from causeway.convert.foreign.importers import import_deepspeed
+
+        out = import_deepspeed(Path(args.checkpoint), Path(args.out), args.tag, args.recipe,
+                               args.trust_pickle)  # fmt: skip
     elif command == "inspect":
         found = checkpoints.readable_checkpoint(args.checkpoint, args.allow_partial)
         verified = checkpoints.verify(found) if args.verify else None  # raises if corrupt

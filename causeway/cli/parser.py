@@ -115,6 +115,7 @@ def add_convert_parser(commands) -> None:
     imp.add_argument("checkpoint", help="the Hugging Face model directory")
     imp.add_argument("--out", required=True)
     imp.add_argument("--recipe", help="recipe for the sections Llama's config does not give")
+    add_foreign_import_parsers(sub)
     inspect = sub.add_parser("inspect", help="step, config, layout, tensors, provenance")
     inspect.add_argument("checkpoint")
     inspect.add_argument("--allow-partial", action="store_true")
@@ -126,6 +127,22 @@ def add_convert_parser(commands) -> None:
     consolidate.add_argument("checkpoint")
     consolidate.add_argument("--out", required=True)
     consolidate.add_argument("--allow-partial", action="store_true")
+
+
+def add_foreign_import_parsers(sub) -> None:
+    trust = "these formats are pickles: read them only from a source you trust"
+    megatron = sub.add_parser("import-megatron", help="read a Megatron-LM GPT checkpoint")
+    megatron.add_argument("checkpoint", help="the save directory, or one iteration's")
+    megatron.add_argument("--out", required=True)
+    megatron.add_argument("--iteration", type=int, help="default: the tracker file's")
+    megatron.add_argument("--recipe", help="recipe for what the saved args do not give")
+    megatron.add_argument("--trust-pickle", action="store_true", help=trust)
+    ds = sub.add_parser("import-deepspeed", help="read a DeepSpeed ZeRO checkpoint")
+    ds.add_argument("checkpoint", help="the directory holding `latest` and the tags")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--tag", help="default: the one `latest` names")
+    ds.add_argument("--recipe", help="recipe with the model's settings (plain modules)")
+    ds.add_argument("--trust-pickle", action="store_true", help=trust)
 
 
 def objectives() -> list[str]:

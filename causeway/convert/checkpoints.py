@@ -120,3 +120,31 @@ def fresh_output(out: Path, source: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"output {out} exists and is not empty; conversions never overwrite")
     return out
+
+
+def save_imported(
+    cfg: RunConfig, state: dict[str, torch.Tensor], out: Path, source: Path, conversion: str
+) -> Path:
+    """Weights from another format (causeway names, any float dtype) checked against the
+    model `cfg` describes, shape by shape, and written as the committed checkpoint
+    OUT/checkpoints/step_0 with the source in its provenance."""
+    from causeway.checkpoint.commit import save_final
+    from causeway.models import build_model, materialize
+
+    model = materialize(build_model(cfg.model), "cpu", seed=0)
+    expected = model.state_dict()
+    missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"{source}: the weights do not make the model its settings describe: "
+            f"missing {missing[:5]}, unexpected {unknown[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"{source}: {name} has shape {tuple(tensor.shape)}, the settings give "
+                f"{tuple(expected[name].shape)}"
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    provenance = [{"source": str(Path(source).resolve()), "step": None, "conversion": conversion}]
+    return save_final(out, 0, cfg, [model], meta={"provenance": provenance})

@@ -11,7 +11,7 @@ import torch
 
 from causeway.config import ModelConfig, RunConfig, load_config
 from causeway.config.checks import check_config
-from causeway.convert.checkpoints import fresh_output
+from causeway.convert.checkpoints import fresh_output, save_imported
 from causeway.convert.hf_export import CONFIG, INDEX, WEIGHTS, causeway_names
 
 # With no base recipe, an objective that the imported visibility allows.
@@ -133,9 +133,6 @@ def import_hf(hf_dir: Path, out: Path, base_recipe: str | None = None) -> Path:
     recipe's. Refuses what causeway lacks (biases, rope scaling, non-silu MLPs).
     Returns the checkpoint directory.
     """
-    from causeway.checkpoint.commit import save_final
-    from causeway.models import build_model, materialize
-
     hf_dir = Path(hf_dir)
     out = fresh_output(out, hf_dir)
     config = read_hf_config(hf_dir)
@@ -143,18 +140,14 @@ def import_hf(hf_dir: Path, out: Path, base_recipe: str | None = None) -> Path:
     cfg = copy.deepcopy(cfg)
     cfg.model = model_config_from_hf(config, cfg.model if base_recipe else None)
     if not base_recipe:  # defaults that fit the model: row length, an allowed objective
-        cfg.data.seq_len = min(cfg.data.seq_len, cfg.model.max_seq_len)
-        cfg.objective.name = DEFAULT_OBJECTIVE[cfg.model.visibility]
+        fit_defaults(cfg)
     cfg = check_config(cfg)
     state = map_hf_weights(read_hf_weights(hf_dir), cfg.model)
-    model = materialize(build_model(cfg.model), "cpu", seed=0)
-    expected = model.state_dict()
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(
-                f"{name}: shape {tuple(tensor.shape)} does not match the config's "
-                f"{tuple(expected[name].shape)}"
-            )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
-    provenance = [{"source": str(hf_dir.resolve()), "step": None, "conversion": "import hf"}]
-    return save_final(out, 0, cfg, [model], meta={"provenance": provenance})
+    return save_imported(cfg, state, out, hf_dir, "import hf")
+
+
+def fit_defaults(cfg: RunConfig) -> None:
+    """Without a recipe: a row length the model takes and an objective its visibility
+    allows."""
+    cfg.data.seq_len = min(cfg.data.seq_len, cfg.model.max_seq_len)
+    cfg.objective.name = DEFAULT_OBJECTIVE[cfg.model.visibility]
