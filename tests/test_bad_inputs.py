@@ -265,6 +265,10 @@ CASES = [
     Bad("import-hf-not-llama", "convert import-hf {tmp}/hf --out {out}",
         "{tmp}/hf/config.json: not importable: model_type 'bert' (only llama)",
         setup=write("hf/config.json", json.dumps({"model_type": "bert"}))),
+    Bad("profile-steps-reversed", "train tiny-cd-flm --set train.profile_steps=[5,2]",
+        "train.profile_steps [5, 2]: the first step is after the last"),
+    Bad("profile-steps-one-value", "train tiny-cd-flm --set train.profile_steps=[3]",
+        "train.profile_steps must be [FIRST, LAST], two steps >= 1, got [3]"),
     Bad("import-megatron-untrusted", "convert import-megatron {tmp} --out {out}",
         "{tmp}: Megatron-LM checkpoints are Python pickles"),
     Bad("import-megatron-no-tracker", "convert import-megatron {tmp}/mg --out {out} "

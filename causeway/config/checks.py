@@ -183,6 +183,16 @@ def check_training(config: RunConfig) -> None:
     if len(config.optimizer.betas) != 2:
         raise ConfigError(f"optimizer.betas needs two values, got {config.optimizer.betas}")
     check_fault_limits(t)
+    check_profile_steps(t.profile_steps)
+
+
+def check_profile_steps(steps: list[int]) -> None:
+    if not steps:
+        return
+    if len(steps) != 2 or not all(isinstance(s, int) and s >= 1 for s in steps):
+        raise ConfigError(f"train.profile_steps must be [FIRST, LAST], two steps >= 1, got {steps}")
+    if steps[0] > steps[1]:
+        raise ConfigError(f"train.profile_steps {steps}: the first step is after the last")
 
 
 def check_fault_limits(t) -> None:

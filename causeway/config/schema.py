@@ -159,6 +159,9 @@ class TrainConfig:
     spike_z: float = 6.0
     # Seconds a collective waits for its peers before the run fails (a hung or lost rank).
     collective_timeout_s: float = 600.0
+    # [FIRST, LAST]: a torch profiler trace of those steps (and a CUDA memory snapshot on
+    # GPUs) in RUN_DIR/profile/ (train/profiling.py); empty: off.
+    profile_steps: list[int] = field(default_factory=list)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

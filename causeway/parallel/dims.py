@@ -56,6 +56,11 @@ class ParallelDims:
                 )
         if m.vocab_size % self.tp:
             raise ConfigError(f"model.vocab_size ({m.vocab_size}) is not divisible by tp {self.tp}")
+        if self.pp == 1 and self.virtual_stages > 1:
+            raise ConfigError(
+                f"parallel.virtual_stages {self.virtual_stages} needs a pipeline: with "
+                "parallel.pp 1 there are no stages to interleave"
+            )
         stages = self.pp * self.virtual_stages
         if self.pp > 1 and m.n_layers % stages:
             raise ConfigError(

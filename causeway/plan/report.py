@@ -162,9 +162,16 @@ def plan(cfg: RunConfig, gpus: int, gpu: str = "h100") -> dict:
         "pipeline_rank": worst,
         "bytes_per_rank": per_rank[worst],
         "per_pipeline_rank": [
-            {"stages": rank.stages, "parameters": b["parameters"], "total": b["total"]}
+            {
+                "stages": rank.stages,
+                "parameter_count": rank.parameters,
+                "parameter_bytes": b["parameters"],
+                "total_bytes": b["total"],
+            }
             for rank, b in zip(ranks, per_rank, strict=True)
-        ],
+        ],  # fmt: skip
+        # Each checkpointing mode's activations on the rank where that mode needs most.
+        "activations_by_mode": activations_by_mode(cfg, per_rank),
         "capacity_bytes": spec.memory_bytes,
         "usable_bytes": usable,
         "flops_per_token": estimate["flops_per_step"] / tokens,
@@ -179,6 +186,17 @@ def plan(cfg: RunConfig, gpus: int, gpu: str = "h100") -> dict:
     }
     report["overflow"] = None if report["fits"] else overflow_line(report, spec, gpus)
     return report
+
+
+def activations_by_mode(cfg: RunConfig, per_rank: list[dict]) -> dict:
+    keys = {"none": "activations", "full": "activations_checkpointed"}
+    if cfg.parallel.activation_checkpoint == "every_k":
+        keys["every_k"] = "activations_every_k"
+    out = {}
+    for mode, key in keys.items():
+        rank = max(range(len(per_rank)), key=lambda r: per_rank[r][key])
+        out[mode] = {"bytes": per_rank[rank][key], "pipeline_rank": rank}
+    return out
 
 
 def gib(n: float, digits: int = 1) -> str:
@@ -208,6 +226,19 @@ def overflow_line(report: dict, spec: GPU, gpus: int) -> str:
     )
 
 
+def activation_rows(r: dict) -> list[tuple[str, str]]:
+    """Each mode's line gives its own worst pipeline rank when that is another one."""
+    rows = []
+    for mode, words in (("none", "no"), ("full", "full"), ("every_k", "every_k")):
+        if mode not in r["activations_by_mode"]:
+            continue
+        worst = r["activations_by_mode"][mode]
+        where = "" if worst["pipeline_rank"] == r["pipeline_rank"] else (
+            f" (pipeline rank {worst['pipeline_rank']})")  # fmt: skip
+        rows.append((f"  activations, {words} checkpointing", gib(worst["bytes"], 2) + where))
+    return rows
+
+
 def format_report(r: dict) -> str:
     lay, b = r["layout"], r["bytes_per_rank"]
     pipe = (
@@ -226,8 +257,7 @@ def format_report(r: dict) -> str:
         ("  parameters (fp32)", gib(b["parameters"], 2)),
         ("  gradients (fp32)", gib(b["gradients"], 2)),
         (f"  optimizer state ({r['optimizer']})", gib(b["optimizer"], 2)),
-        ("  activations, no checkpointing", gib(b["activations"], 2)),
-        ("  activations, full checkpointing", gib(b["activations_checkpointed"], 2)),
+        *activation_rows(r),
         ("  buffers (FSDP gathers, loss)", gib(b["buffers"], 2)),
         (f"  total (checkpointing {lay['activation_checkpoint']})",
          f"{gib(b['total'], 2)} of {gib(r['usable_bytes'], 2)} usable: "
@@ -251,8 +281,9 @@ def main_plan(recipe: str, gpus: int, gpu: str, overrides: list[str], as_json: b
     except ConfigError as err:
         print(f"causeway plan: {err}", file=sys.stderr)
         return 2
+    # A layout that does not fit still shows its figures: the exit status says it fails.
+    print(json.dumps(report, indent=2) if as_json else format_report(report))
     if not report["fits"]:
         print(f"causeway plan: {report['overflow']}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if as_json else format_report(report))
     return 0

@@ -36,6 +36,7 @@ from causeway.train.faults import ENV, Faults
 from causeway.train.guard import StepGuard
 from causeway.train.metrics import MetricsLogger
 from causeway.train.optim import build_optimizer, build_scheduler
+from causeway.train.profiling import StepProfiler
 from causeway.train.step import StepFigures, StepResult, StepSettings, evaluate, train_step
 from causeway.train.stop import StopSignals, TrainingStopped, signal_name, write_stop_record
 from causeway.train.wandb_sink import WandbSink
@@ -112,6 +113,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             record_attempt(self.run_dir, cfg, self.start_step, self.env.world_size)
             self.metrics = MetricsLogger(self.run_dir, cfg.train.steps, cfg.train.progress)
+        self.profiler = StepProfiler(t.profile_steps, self.run_dir, self.env.rank, self.env.device)
         self.wandb = WandbSink.build(cfg, self.run_dir)  # None unless train.wandb.project
         if self.wandb is not None:
             self.hooks = [*self.hooks, self.wandb]
@@ -146,7 +148,9 @@ class Trainer:
         stopped = (0, 0)  # (step, signal) once the ranks agree to stop
         for step in range(self.start_step + 1, t.steps + 1):
             lr = self.scheduler.get_last_lr()[0]
+            self.profiler.before(step)
             result = self.step(step, next(self.data.train))
+            self.profiler.after(step)
             window_tokens += result.tokens
             figures = None
             if step % t.log_every == 0 or step == t.steps:
@@ -239,6 +243,7 @@ class Trainer:
         self.close()
 
     def close(self) -> None:
+        self.profiler.finish()
         self.checkpointer.wait()
         self.notify_committed()
         self.data.stream.close()

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from causeway.config import load_config
 from causeway.models import build_model
 from causeway.models.flops import count_parameters, flops_per_token
+from causeway.parallel.dims import ParallelDims
 from causeway.plan.memory import in_flight, optimizer_floats, self_block_bytes
 from causeway.plan.report import fake_world, main_plan, plan
 
@@ -50,8 +51,11 @@ def test_local_shards_add_up_to_the_model(big_plans, recipe):
     # Every pipeline rank's shards together: the model, plus the last stage's copy of the
     # tied embedding, plus norm gains replicated over tp and FSDP's padding (tiny).
     tied_copy = cfg.model.vocab_size * cfg.model.d_model if lay["pp"] > 1 else 0
-    summed = sum(r["parameters"] for r in report["per_pipeline_rank"]) * shards
-    assert summed == pytest.approx(4 * (total + tied_copy), rel=1e-3)
+    summed = sum(r["parameter_count"] for r in report["per_pipeline_rank"]) * shards
+    assert summed == pytest.approx(total + tied_copy, rel=1e-3)
+    # Each key says its unit: counts are elements, bytes are fp32 bytes.
+    for rank in report["per_pipeline_rank"]:
+        assert rank["parameter_bytes"] == 4 * rank["parameter_count"]
     # The most loaded rank, times every rank, is the model within a few percent.
     per_rank = report["bytes_per_rank"]["parameters"]
     assert per_rank * shards * lay["pp"] == pytest.approx(4 * total, rel=0.04)
@@ -74,7 +78,7 @@ def test_checkpointing_keeps_fewer_activations_and_the_fit_uses_the_configured_m
     assert 0 < b["activations_checkpointed"] < b["activations"] / 4
     gpus, sets = BIG[recipe]
     full = plan(load_config(recipe, [*sets, "parallel.activation_checkpoint=full"]), gpus)
-    same_rank = full["per_pipeline_rank"][report["pipeline_rank"]]["total"]
+    same_rank = full["per_pipeline_rank"][report["pipeline_rank"]]["total_bytes"]
     assert same_rank == b["total"] - b["activations"] + b["activations_checkpointed"]
     assert full["step_time_parts_s"]["recompute"] > 0 == report["step_time_parts_s"]["recompute"]
 
@@ -106,13 +110,36 @@ def test_activation_rules_per_token_and_in_flight():
 def test_an_overflowing_layout_is_refused_naming_activations(capsys):
     assert main_plan("paper-11b-ed-mlm", 8, "h100", ED_8_OVERFLOW, False) == 2
     out, err = capsys.readouterr()
-    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "DOES NOT FIT" in out and "step time (estimate)" in out  # the figures still show
+    assert len(err.strip().splitlines()) == 1
     assert "largest: activations" in err and "> 72.0 GiB usable" in err
     assert "parallel.activation_checkpoint=full" in err
     # Following the advice fits; so does the same layout on an H200's 141 GB.
     full = [*ED_8_OVERFLOW, "parallel.activation_checkpoint=full"]
     assert main_plan("paper-11b-ed-mlm", 8, "h100", full, False) == 0
     assert main_plan("paper-11b-ed-mlm", 8, "h200", ED_8_OVERFLOW, False) == 0
+
+
+def test_an_overflowing_layout_still_prints_its_json(capsys):
+    assert main_plan("paper-11b-ed-mlm", 8, "h100", ED_8_OVERFLOW, True) == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["fits"] is False and "largest: activations" in report["overflow"]
+    assert report["step_time_s_estimate"] > 0 and "largest: activations" in err
+
+
+def test_each_activation_line_is_the_worst_rank_for_its_own_mode():
+    from causeway.plan.report import measure_ranks, rank_bytes
+
+    cfg = load_config("paper-4.8b-nd-mlm", [*ND_64, "parallel.activation_checkpoint=full"])
+    report = plan(cfg, 64)
+    dims = ParallelDims.from_config(cfg, 64)
+    per_rank = [rank_bytes(cfg, dims, rank) for rank in measure_ranks(cfg, dims)]
+    for mode, key in (("none", "activations"), ("full", "activations_checkpointed")):
+        worst = max(range(len(per_rank)), key=lambda r: per_rank[r][key])
+        assert report["activations_by_mode"][mode] == {
+            "bytes": per_rank[worst][key], "pipeline_rank": worst
+        }  # fmt: skip
 
 
 def test_an_optimizer_that_overflows_is_named(capsys):
@@ -134,6 +161,8 @@ def test_an_optimizer_that_overflows_is_named(capsys):
         ("paper-4.8b-nd-mlm", 63, "h100", ["parallel.tp=2"], "not divisible by dp_replicate"),
         ("paper-4.8b-nd-mlm", 8, "v100", [], "unknown --gpu 'v100'; known: h100, h200, a100"),
         ("paper-4.8b-nd-mlm", 0, "h100", [], "--gpus must be >= 1"),
+        ("paper-4.8b-nd-mlm", 8, "h100", ["parallel.virtual_stages=2"],
+         "parallel.virtual_stages 2 needs a pipeline"),
     ],
 )  # fmt: skip
 def test_invalid_layouts_are_refused_with_their_reason(capsys, recipe, gpus, gpu, sets, message):

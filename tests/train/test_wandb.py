@@ -7,6 +7,7 @@ import dataclasses
 import json
 import struct
 import sys
+import time
 
 import pytest
 
@@ -56,8 +57,19 @@ def wandb_records(path):
             yield record
 
 
-def history(run_dir):
-    """{train/step: {key: value}} of every offline W&B run under RUN_DIR/wandb/."""
+def history(run_dir, steps=(), wait_s=30.0):
+    """{train/step: {key: value}} of every offline W&B run under RUN_DIR/wandb/, waiting up
+    to `wait_s` for `steps`: wandb's service process writes the file, and on a loaded
+    machine it can still be writing when `finish()` has returned."""
+    deadline = time.monotonic() + wait_s
+    rows = read_history(run_dir)
+    while not set(steps) <= set(rows) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        rows = read_history(run_dir)
+    return rows
+
+
+def read_history(run_dir):
     rows = {}
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
         for record in wandb_records(path):
@@ -77,7 +89,7 @@ def test_tiny_run_is_mirrored_and_resumes_the_same_wandb_run(builtin_dir, tmp_pa
     (offline,) = run.glob("wandb/offline-run-*")
     assert offline.name.endswith(run_id) and (offline / f"run-{run_id}.wandb").is_file()
     logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    rows = history(run)
+    rows = history(run, steps=[1, 2, 3, 4])
     assert sorted(rows) == [r["step"] for r in logged] == [1, 2, 3, 4]
     for record in logged:
         assert rows[record["step"]]["loss"] == pytest.approx(record["loss"], rel=1e-12)
@@ -89,7 +101,7 @@ def test_tiny_run_is_mirrored_and_resumes_the_same_wandb_run(builtin_dir, tmp_pa
     assert len(list(run.glob("wandb/offline-run-*"))) == 2 and (run / ID_FILE).read_text() == (
         run_id + "\n"
     )
-    assert {k: v for k, v in history(run)[5].items() if not k.startswith("_")} == {
+    assert {k: v for k, v in history(run, steps=[5])[5].items() if not k.startswith("_")} == {
         "loss": 0.5, STEP_KEY: 5
     }  # fmt: skip
 
