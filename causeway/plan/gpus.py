@@ -18,11 +18,11 @@ Assumptions of the estimate (stated in its output too):
 - tensor-parallel collectives (all-gather / reduce-scatter around attention and MLP)
   and pipeline sends are on the critical path, not overlapped;
 - FSDP's all-gathers and reduce-scatters overlap with compute (prefetching); only the
-  part longer than the compute is exposed. Without a pipeline the trainer syncs
-  gradients every micro-batch (two all-gathers and one reduce-scatter per micro-batch);
-  under a pipeline schedule torch's stage defers the reduce-scatter to the last
-  micro-batch and keeps parameters gathered after backward (one all-gather per
-  micro-batch, one reduce-scatter per step).
+  part longer than the compute is exposed. The trainer defers the gradient sync to the
+  last micro-batch and keeps parameters gathered from one backward to the next forward
+  (train/step.py), as torch's pipeline stage does: n + 1 all-gathers of the parameters
+  and one reduce-scatter of the gradients per step (counted exactly, per FSDP unit, in
+  collectives.py and checked against a real run by tests/parallel/test_collectives.py).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def fsdp_seconds(cfg: RunConfig, dims: ParallelDims, gpu: GPU, rank: RankShape) 
     unsharded = rank.parameters * dims.dp_shard
     gather = ring(unsharded * act_bytes(cfg), dims.dp_shard)
     scatter = ring(unsharded * FP32, dims.dp_shard)
-    gathers, syncs = (n_micro + 1, 1) if dims.pp > 1 else (2 * n_micro, n_micro)
+    gathers, syncs = n_micro + 1, 1
     shard_bw = bandwidth(gpu, dims.tp, dims.dp_shard)
     seconds = (gathers * gather + syncs * scatter) / shard_bw
     if dims.dp_replicate > 1:  # HSDP: all-reduce the sharded fp32 gradients across replicas

@@ -155,9 +155,14 @@ def run_micro_batches(pm, batch, normalizer, settings: StepSettings, train: bool
 
 def defer_gradient_sync(part, last: bool) -> None:
     """Under FSDP, reduce-scatter gradients once per step, after the last micro-batch,
-    rather than after each (the pipeline schedules do the same)."""
+    rather than after each (the pipeline schedules do the same), and keep parameters
+    gathered from one micro-batch's backward to the next one's forward, which would
+    otherwise gather them again: per block, n + 1 all-gathers a step instead of 2n.
+    The gradients are unsharded until the last micro-batch anyway (4 bytes a parameter),
+    so the gathered bf16 parameters add half as much again, only between micro-batches."""
     if isinstance(part, FSDPModule):
         part.set_requires_gradient_sync(last)
+        part.set_reshard_after_backward(last)
 
 
 def run_pipeline(pm, batch, normalizer, settings: StepSettings, train: bool) -> LossSums:

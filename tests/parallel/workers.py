@@ -101,3 +101,75 @@ def grad_norm_collectives(recipe: str, overrides: list[str]) -> dict:
         "collectives": after.get_total_counts(),
         "reference_collectives": before.get_total_counts(),
     }
+
+
+# c10d operator (both the in-place process-group ops and the functional ones) -> kind,
+# and which argument's bytes count: the unsharded size for gathers and scatters.
+COLLECTIVES = {
+    "_allgather_base_": ("all_gather", 0), "allgather_": ("all_gather", 0),
+    "all_gather_into_tensor": ("all_gather", "out"),
+    "_reduce_scatter_base_": ("reduce_scatter", 1), "reduce_scatter_": ("reduce_scatter", 1),
+    "reduce_scatter_tensor": ("reduce_scatter", 0),
+    "allreduce_": ("all_reduce", 0), "all_reduce": ("all_reduce", 0),
+    "send": ("send", 0), "recv_": ("recv", 0),
+}  # fmt: skip
+
+
+def tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
+def collective_log():
+    """A dispatch mode that records every collective this rank issues: (kind, bytes)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls: list[tuple[str, int]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            namespace, _, name = func._schema.name.partition("::")
+            if namespace in ("c10d", "_c10d_functional") and name in COLLECTIVES:
+                kind, which = COLLECTIVES[name]
+                self.calls.append((kind, tensor_bytes(out if which == "out" else args[which])))
+            elif namespace in ("c10d", "_c10d_functional") and not name.startswith(
+                ("wait", "_wrap")  # a wait, or funcol's autograd wrapper: not a collective
+            ):
+                self.calls.append((f"other:{name}", tensor_bytes(args[0]) if args else 0))
+            return out
+
+    return Log()
+
+
+def step_collectives(recipe: str, overrides: list[str]) -> dict:
+    """Every collective of this rank's second training step (the first also pays lazy
+    initialisation), and the plan's prediction for the same run."""
+    from causeway.plan.collectives import predicted_collectives
+    from causeway.train.distributed import init_distributed
+    from causeway.train.optim import build_optimizer
+    from causeway.train.step import StepSettings, train_step
+    from causeway.train.trainer import build_parallel_model
+
+    cfg = load_config(recipe, overrides)
+    env = init_distributed("cpu")
+    pm = build_parallel_model(cfg, env)
+    optimizer = build_optimizer(cfg.optimizer, list(pm.parameters()))
+    settings = StepSettings.from_config(cfg, env.device)
+    share = cfg.data.batch_size // pm.dims.dp
+    for step in range(2):
+        batch = synthetic_batch(cfg, share, seed=step * 100 + pm.local_rank("dp"))
+        log = collective_log()
+        with log:
+            train_step(pm, optimizer, batch, settings)
+    measured: dict[str, dict[str, int]] = {}
+    for kind, nbytes in log.calls:
+        entry = measured.setdefault(kind, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += nbytes
+    return {"measured": measured, "predicted": predicted_collectives(cfg, pm.dims)}
