@@ -49,3 +49,15 @@ def flops_per_sequence(cfg: ModelConfig, length: int, target_length: int = 0) ->
     dec_side = dec * 6 * (cfg.n_layers * (self_attn + 2 * q + mlp) + cfg.d_model * cfg.vocab_size)
     squares = cfg.encoder_layers * enc * enc + cfg.n_layers * dec * (dec + enc)
     return float(enc_side + dec_side + 12 * cfg.n_heads * hd * squares)
+
+
+def causal_attention_saving(cfg: ModelConfig, length: int, target_length: int = 0) -> float:
+    """Training FLOPs of one row that Megatron-LM's current convention does not count:
+    half of each causal self-attention square (its masked upper triangle). Prefix and
+    bidirectional self-attention, encoders and cross-attention are counted whole."""
+    hd = cfg.dim_per_head
+    if cfg.arch == "decoder":
+        square = length * length if (cfg.visibility or "causal") == "causal" else 0
+    else:
+        square = target_length * target_length  # the decoder's self-attention is causal
+    return 12 * cfg.n_heads * hd * cfg.n_layers * square / 2

@@ -181,11 +181,67 @@ def plan(cfg: RunConfig, gpus: int, gpu: str = "h100") -> dict:
         "step_time_s_estimate": round(estimate["step_time_s"], 4),
         "mfu_estimate": round(estimate["mfu"], 4),
         "step_time_parts_s": estimate["parts_s"],
-        "assumptions": {**ASSUMPTIONS, "memory_headroom": HEADROOM},
+        "assumptions": {
+            **ASSUMPTIONS,
+            "memory_headroom": HEADROOM,
+            **labelled_assumptions(cfg, dims),
+        },
+        "mfu_estimate_megatron_convention": round(megatron_mfu(cfg, estimate), 4),
+        **per_target_token(cfg, estimate["flops_per_step"]),
         "fits": per_rank[worst]["total"] <= usable,
     }
     report["overflow"] = None if report["fits"] else overflow_line(report, spec, gpus)
     return report
+
+
+def labelled_assumptions(cfg: RunConfig, dims: ParallelDims) -> dict[str, str]:
+    """What the figures assume, said in words (text report and JSON alike)."""
+    p, arch = cfg.parallel, cfg.model.arch
+    precision = ("fp32 throughout" if cfg.train.precision == "fp32" else
+                 "bf16 compute; fp32 master weights, gradients and optimizer state")  # fmt: skip
+    labels = {
+        "flop_convention": (
+            "PaLM appendix B, as torchtitan counts: 6 x matmul parameters per token plus "
+            "attention over the full T x T square whatever the mask; "
+            "mfu_estimate_megatron_convention halves causal self-attention"
+        ),
+        "precision": precision,
+        "attention": "a flash/SDPA kernel: no [T, T] scores stored, log-sum-exp kept",
+        "sequence_parallel": (
+            "on (tp > 1): residual stream sharded over tp; the normed inputs of the "
+            "column-parallel linears are kept all-gathered"
+            if dims.tp > 1
+            else "off (tp 1)"
+        ),
+        "activation_checkpoint": (
+            p.activation_checkpoint
+            if p.activation_checkpoint != "every_k"
+            else f"every_k (k {p.activation_checkpoint_every})"
+        ),
+        "efficiency": "matmuls at 60% of peak bf16, links at 80% of their rate",
+    }
+    if arch == "encoder_decoder":
+        labels["flops_per_token"] = (
+            "per input + target token (every position of both sides, as tokens/s counts "
+            "them); flops_per_target_token gives the per-target-token figure"
+        )
+    return labels
+
+
+def megatron_mfu(cfg: RunConfig, estimate: dict) -> float:
+    from causeway.models.flops import causal_attention_saving
+    from causeway.plan.memory import sequence_lengths
+
+    enc, dec = sequence_lengths(cfg)
+    lengths = (dec,) if cfg.model.arch == "decoder" else (enc, dec)
+    saved = causal_attention_saving(cfg.model, *lengths) * cfg.data.batch_size
+    return estimate["mfu"] * (1 - saved / estimate["flops_per_step"])
+
+
+def per_target_token(cfg: RunConfig, flops: float) -> dict:
+    if cfg.model.arch != "encoder_decoder":
+        return {}
+    return {"flops_per_target_token": flops / (cfg.data.batch_size * cfg.data.targets_length)}
 
 
 def activations_by_mode(cfg: RunConfig, per_rank: list[dict]) -> dict:
@@ -270,7 +326,17 @@ def format_report(r: dict) -> str:
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows) + 2
     lines = [f"{k:<{width}}{v}".rstrip() for k, v in rows]
-    lines.append("estimates: matmuls at 60% of peak, tp/pp communication exposed, fsdp overlapped")
+    lines.append(
+        f"{'MFU, Megatron-LM convention':<{width}}"
+        f"{r['mfu_estimate_megatron_convention']:.1%} (causal attention halved)"
+    )
+    if "flops_per_target_token" in r:
+        lines.append(
+            f"{'FLOPs per target token':<{width}}{r['flops_per_target_token'] / 1e9:.2f} GFLOP"
+        )
+    lines.append("assumptions:")
+    labels = {k: v for k, v in r["assumptions"].items() if isinstance(v, str)}
+    lines += [f"  {key}: {value}" for key, value in labels.items()]
     return "\n".join(lines)
 
 

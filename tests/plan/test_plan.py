@@ -234,3 +234,22 @@ def test_plan_leaves_no_process_group_and_refuses_to_share_one():
     with fake_world(4), pytest.raises(RuntimeError, match="needs its own process group"):
         plan(load_config("paper-4.8b-nd-mlm"), 4)
     assert not dist.is_initialized()
+
+
+def test_assumptions_are_labelled_and_megatron_mfu_halves_only_causal_attention(capsys):
+    sets = ["parallel.tp=4", "parallel.pp=2"]
+    causal = plan(load_config("paper-4.8b-cd-flm", sets), 64)
+    prefix = plan(load_config("paper-4.8b-nd-plm", sets), 64)
+    for report in (causal, prefix):
+        labels = report["assumptions"]
+        assert "full T x T square" in labels["flop_convention"]
+        assert labels["precision"].startswith("bf16 compute")
+        assert "no [T, T] scores" in labels["attention"] and labels["sequence_parallel"]
+    assert causal["mfu_estimate_megatron_convention"] < causal["mfu_estimate"]
+    assert prefix["mfu_estimate_megatron_convention"] == prefix["mfu_estimate"]
+    ed = plan(load_config("paper-11b-ed-mlm", ["parallel.tp=8"]), 128)
+    assert "per input + target token" in ed["assumptions"]["flops_per_token"]
+    assert ed["flops_per_target_token"] > ed["flops_per_token"]
+    assert main_plan("paper-4.8b-cd-flm", 64, "h100", sets, False) == 0
+    out = capsys.readouterr().out
+    assert "MFU, Megatron-LM convention" in out and "  flop_convention: PaLM" in out
