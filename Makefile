@@ -29,7 +29,7 @@ adaptation-demo: setup
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-cluster.sh start >/dev/null || \
 	  echo "make test: the local Slurm did not start (see above); its tests will skip"; fi
-	$(BIN)/python -m pytest -q; status=$$?; \
+	$(BIN)/python -m pytest -q --durations=25; status=$$?; \
 	  if [ "$$(id -u)" = 0 ]; then bash slurm/local-cluster.sh stop 2>/dev/null; fi; exit $$status
 
 test-fast: setup
