@@ -22,11 +22,19 @@ from torch.distributed.tensor import DTensor
 
 from causeway.config import ConfigError, RunConfig, load_config
 from causeway.models import build_model
-from causeway.models.flops import count_parameters
+from causeway.models.flops import causal_attention_saving, count_parameters
 from causeway.parallel.apply import apply_layout
 from causeway.parallel.dims import ParallelDims
 from causeway.parallel.pipeline import build_pipeline, make_stage, stage_ids
-from causeway.plan.gpus import ASSUMPTIONS, GPU, gpu_spec, step_estimate, tokens_per_step
+from causeway.plan.gpus import (
+    ASSUMPTIONS,
+    GPU,
+    LINK_EFFICIENCY,
+    MATMUL_EFFICIENCY,
+    gpu_spec,
+    step_estimate,
+    tokens_per_step,
+)
 from causeway.plan.memory import (
     FP32,
     RankShape,
@@ -34,6 +42,7 @@ from causeway.plan.memory import (
     buffer_bytes,
     micro_batches,
     optimizer_floats,
+    sequence_lengths,
 )
 
 HEADROOM = 0.10  # of GPU memory left for the allocator's fragmentation, NCCL, CUDA context
@@ -218,7 +227,8 @@ def labelled_assumptions(cfg: RunConfig, dims: ParallelDims) -> dict[str, str]:
             if p.activation_checkpoint != "every_k"
             else f"every_k (k {p.activation_checkpoint_every})"
         ),
-        "efficiency": "matmuls at 60% of peak bf16, links at 80% of their rate",
+        "efficiency": f"matmuls at {MATMUL_EFFICIENCY:.0%} of peak bf16, links at "
+        f"{LINK_EFFICIENCY:.0%} of their rate",
     }
     if arch == "encoder_decoder":
         labels["flops_per_token"] = (
@@ -229,9 +239,6 @@ def labelled_assumptions(cfg: RunConfig, dims: ParallelDims) -> dict[str, str]:
 
 
 def megatron_mfu(cfg: RunConfig, estimate: dict) -> float:
-    from causeway.models.flops import causal_attention_saving
-    from causeway.plan.memory import sequence_lengths
-
     enc, dec = sequence_lengths(cfg)
     lengths = (dec,) if cfg.model.arch == "decoder" else (enc, dec)
     saved = causal_attention_saving(cfg.model, *lengths) * cfg.data.batch_size

@@ -71,5 +71,6 @@ def read_deepspeed(directory: Path, tag: str | None) -> tuple[dict[str, torch.Te
     with weights_only_loads(allowed):
         state = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=tag)
     model_files = sorted((Path(directory) / tag).glob("*model_states.pt"))
-    args = load_pickle(model_files[0], allowed).get("args") if model_files else None
+    # Only the args: the module's tensors, which zero_to_fp32 has read, stay on disk.
+    args = load_pickle(model_files[0], allowed, mmap=True).get("args") if model_files else None
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, args

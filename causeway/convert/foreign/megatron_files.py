@@ -121,7 +121,7 @@ def read_megatron(root: Path, iteration: int | None = None) -> MegatronFiles:
 
 
 def read_legacy(directory: Path) -> MegatronFiles:
-    files = MegatronFiles(directory, "legacy")
+    files, allowed = MegatronFiles(directory, "legacy"), megatron_allowed()
     for sub in shard_dirs(directory):
         tp, pp, expert = SHARD_DIR.match(sub.name).groups()
         if expert:
@@ -130,7 +130,7 @@ def read_legacy(directory: Path) -> MegatronFiles:
         path = sub / LEGACY_FILE
         if not path.is_file():
             raise ValueError(f"{sub} has no {LEGACY_FILE}")
-        saved = load_pickle(path, megatron_allowed())
+        saved = load_pickle(path, allowed)
         files.shards[(int(tp), int(pp or 0))] = model_chunks(saved, path)
         files.args = files.args if files.args is not None else saved.get("args")
     grid = {(t, p) for t in range(files.tensor_parallel) for p in range(files.pipeline_parallel)}
@@ -175,14 +175,14 @@ def read_torch_dist(directory: Path) -> MegatronFiles:
     if backend != "torch_dist":
         raise ValueError(f"{directory}: sharded backend {backend!r} (only torch_dist)")
 
-    class Reader(FileSystemReader):  # the .metadata through the restricted unpickler
+    metadata = load_dcp_metadata(directory / ".metadata")  # the restricted unpickler
+
+    class Reader(FileSystemReader):  # DCP reads the metadata read above, not the file
         def read_metadata(self):
-            metadata = load_dcp_metadata(directory / ".metadata")
             if getattr(metadata, "storage_meta", None) is not None:
                 metadata.storage_meta.load_id = self.load_id
             return metadata
 
-    metadata = load_dcp_metadata(directory / ".metadata")
     tensors = {
         key: torch.empty(meta.size, dtype=meta.properties.dtype)
         for key, meta in metadata.state_dict_metadata.items()

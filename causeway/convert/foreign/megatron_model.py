@@ -84,7 +84,7 @@ def model_config_from_args(
     groups = a.get("num_query_groups") if a.get("group_query_attention") else None
     head_dim = a.get("kv_channels") or hidden // heads
     m.arch, m.mlp = "decoder", "swiglu"
-    m.visibility = (m.visibility if base is not None else None) or "causal"
+    m.visibility = m.visibility or "causal"
     m.vocab_size = a.get("vocab_size") or embedding_rows
     m.d_model, m.n_layers, m.n_heads, m.n_encoder_layers = hidden, a["num_layers"], heads, 0
     m.d_ff = a.get("ffn_hidden_size") or 4 * hidden

@@ -55,11 +55,13 @@ def stand_in(name: str):
 Allowed = Sequence[Any]
 
 
-def load_pickle(path: Path, allowed: Allowed = ()) -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU with `allowed` added for this call."""
+def load_pickle(path: Path, allowed: Allowed = (), mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU with `allowed` added for this call;
+    `mmap` maps the tensors instead of reading them (for a file read only for its other
+    entries)."""
     with torch.serialization.safe_globals(list(allowed)):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as err:
             raise refused(path, str(err)) from None
 

@@ -14,6 +14,8 @@ import torch
 from causeway.cli import main
 from causeway.config import load_config
 from causeway.convert.checkpoints import load_checkpoint_model
+from causeway.convert.foreign.megatron_files import megatron_allowed
+from causeway.convert.foreign.pickles import load_pickle
 from causeway.train.trainer import Trainer
 from tests.convert.foreign.write_megatron import VOCAB
 
@@ -101,7 +103,7 @@ def test_a_class_outside_the_allow_list_is_refused_by_name(megatron_dir, tmp_pat
     shutil.copytree(megatron_dir / "legacy", source)
     marker = tmp_path / "ran"
     for path in source.rglob("model_optim_rng.pt"):
-        state = torch.load(path, weights_only=False)
+        state = load_pickle(path, megatron_allowed())
         torch.save({**state, "opt_param_scheduler": Payload(marker)}, path)
     argv = ["convert", "import-megatron", str(source), "--out", str(tmp_path / "run"),
             "--trust-pickle"]  # fmt: skip
