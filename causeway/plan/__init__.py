@@ -2,6 +2,7 @@
 
 `report.py` applies the trainer's own layout to the meta model under a fake process group
 and builds the report; `memory.py` holds the per-rank memory rules the meta model cannot
-measure (optimizer state, activations, buffers); `gpus.py` the GPUs it knows and the
-step-time / MFU estimate.
+measure (optimizer state, activations, buffers); `hardware.py` the GPUs it knows, with
+sources; `step_time.py` the step time in parts and the MFU it implies; `collectives.py`
+the collectives of one step.
 """

@@ -1,5 +1,5 @@
 """The collectives one training step issues on global rank 0, counted from the layout's
-structure: what `gpus.py` times, and what `tests/parallel/test_collectives.py` checks
+structure: what `step_time.py` times, and what `tests/parallel/test_collectives.py` checks
 against a real gloo run (counts and bytes, for dp_shard 2 with 2 micro-batches, tp 2 and
 pp 2 on a decoder).
 
@@ -113,7 +113,7 @@ def add_pipeline(tally: Tally, cfg: RunConfig, dims: ParallelDims, n_micro: int)
 
 def predicted_collectives(cfg: RunConfig, dims: ParallelDims) -> dict[str, dict[str, int]]:
     """{kind: {"count", "bytes"}} of one step on global rank 0 (a decoder; HSDP, FSDP
-    with a pipeline and encoder-decoders are timed in `gpus.py` but not counted here)."""
+    with a pipeline and encoder-decoders are timed in `step_time.py` but not counted here)."""
     if cfg.model.arch != "decoder" or dims.dp_replicate > 1 or (dims.dp > 1 and dims.pp > 1):
         raise NotImplementedError(
             "collectives are counted for decoders under dp_shard, tp and pp, not HSDP or "

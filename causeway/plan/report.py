@@ -4,8 +4,8 @@ The real model is built on the meta device and the trainer's own layout code is 
 to it (pipeline split, tensor parallel, activation checkpointing, FSDP) under a fake process
 group of the requested world size: no collective runs and no memory is allocated. The
 local shards of that model give each pipeline rank's parameter, gradient and optimizer
-bytes; `memory.py` adds activations and working buffers, `gpus.py` the GPU figures and
-the step-time / MFU estimate.
+bytes; `memory.py` adds activations and working buffers, `hardware.py` the GPU figures,
+`step_time.py` the step-time model in parts and the MFU it implies.
 """
 
 from __future__ import annotations
@@ -26,15 +26,7 @@ from causeway.models.flops import causal_attention_saving, count_parameters
 from causeway.parallel.apply import apply_layout
 from causeway.parallel.dims import ParallelDims
 from causeway.parallel.pipeline import build_pipeline, make_stage, stage_ids
-from causeway.plan.gpus import (
-    ASSUMPTIONS,
-    GPU,
-    LINK_EFFICIENCY,
-    MATMUL_EFFICIENCY,
-    gpu_spec,
-    step_estimate,
-    tokens_per_step,
-)
+from causeway.plan.hardware import GPU, LINK_EFFICIENCY, MEMORY_EFFICIENCY, gpu_spec
 from causeway.plan.memory import (
     FP32,
     RankShape,
@@ -44,6 +36,7 @@ from causeway.plan.memory import (
     optimizer_floats,
     sequence_lengths,
 )
+from causeway.plan.step_time import ASSUMPTIONS, EXPOSED, step_estimate
 
 HEADROOM = 0.10  # of GPU memory left for the allocator's fragmentation, NCCL, CUDA context
 GIB = 2**30
@@ -146,8 +139,7 @@ def plan(cfg: RunConfig, gpus: int, gpu: str = "h100") -> dict:
     ranks = measure_ranks(cfg, dims)
     per_rank = [rank_bytes(cfg, dims, rank) for rank in ranks]
     worst = max(range(len(ranks)), key=lambda r: per_rank[r]["total"])
-    heaviest = max(ranks, key=lambda r: r.parameters)
-    estimate = step_estimate(cfg, dims, spec, heaviest)
+    estimate = step_estimate(cfg, dims, spec, ranks)
     tokens = tokens_per_step(cfg)
     usable = int(spec.memory_bytes * (1 - HEADROOM))
     p = cfg.parallel
@@ -190,10 +182,14 @@ def plan(cfg: RunConfig, gpus: int, gpu: str = "h100") -> dict:
         "step_time_s_estimate": round(estimate["step_time_s"], 4),
         "mfu_estimate": round(estimate["mfu"], 4),
         "step_time_parts_s": estimate["parts_s"],
+        "step_time_shares": estimate["shares"],
+        "slowest_pipeline_rank": estimate["slowest_pipeline_rank"],
         "assumptions": {
             **ASSUMPTIONS,
+            "link_efficiency": LINK_EFFICIENCY,
+            "memory_efficiency": MEMORY_EFFICIENCY,
             "memory_headroom": HEADROOM,
-            **labelled_assumptions(cfg, dims),
+            **labelled_assumptions(cfg, dims, spec),
         },
         "mfu_estimate_megatron_convention": round(megatron_mfu(cfg, estimate), 4),
         **per_target_token(cfg, estimate["flops_per_step"]),
@@ -203,7 +199,12 @@ def plan(cfg: RunConfig, gpus: int, gpu: str = "h100") -> dict:
     return report
 
 
-def labelled_assumptions(cfg: RunConfig, dims: ParallelDims) -> dict[str, str]:
+def tokens_per_step(cfg: RunConfig) -> int:
+    """Every position of every row, both sides of an encoder-decoder (as the trainer)."""
+    return cfg.data.batch_size * sum(sequence_lengths(cfg))
+
+
+def labelled_assumptions(cfg: RunConfig, dims: ParallelDims, spec: GPU) -> dict[str, str]:
     """What the figures assume, said in words (text report and JSON alike)."""
     p, arch = cfg.parallel, cfg.model.arch
     precision = ("fp32 throughout" if cfg.train.precision == "fp32" else
@@ -215,7 +216,10 @@ def labelled_assumptions(cfg: RunConfig, dims: ParallelDims) -> dict[str, str]:
             "mfu_estimate_megatron_convention halves causal self-attention"
         ),
         "precision": precision,
-        "attention": "a flash/SDPA kernel: no [T, T] scores stored, log-sum-exp kept",
+        "attention": (
+            f"a flash kernel at {spec.attention_tflops:g} TFLOP/s forward + backward: no "
+            "[T, T] scores stored, log-sum-exp kept; masked blocks skipped"
+        ),
         "sequence_parallel": (
             "on (tp > 1): residual stream sharded over tp; the normed inputs of the "
             "column-parallel linears are kept all-gathered"
@@ -227,8 +231,13 @@ def labelled_assumptions(cfg: RunConfig, dims: ParallelDims) -> dict[str, str]:
             if p.activation_checkpoint != "every_k"
             else f"every_k (k {p.activation_checkpoint_every})"
         ),
-        "efficiency": f"matmuls at {MATMUL_EFFICIENCY:.0%} of peak bf16, links at "
-        f"{LINK_EFFICIENCY:.0%} of their rate",
+        "efficiency": (
+            f"matmuls from the best measured bf16 rate ({spec.matmul_tflops:g} of "
+            f"{spec.peak_tflops:g} TFLOP/s) by shape (wave quantization, short K, memory "
+            f"roofline); memory-bound work at {MEMORY_EFFICIENCY:.0%} of "
+            f"{spec.memory_gbs:g} GB/s; links at {LINK_EFFICIENCY:.0%} of their rate"
+        ),
+        "compile": "torch.compile: elementwise work fused" if p.compile else "eager",
     }
     if arch == "encoder_decoder":
         labels["flops_per_token"] = (
@@ -302,12 +311,22 @@ def activation_rows(r: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def step_rows(r: dict) -> list[tuple[str, str]]:
+    """The step's parts, largest first, in seconds and as a share of the step."""
+    parts, shares = r["step_time_parts_s"], r["step_time_shares"]
+    order = sorted(EXPOSED, key=lambda k: -parts[k])
+    rows = [(f"  {k.replace('_', ' ')}", f"{parts[k]:.4g} s ({shares[k]:.1%})") for k in order]
+    hidden = parts["fsdp_communication"] - parts["fsdp_exposed"]
+    if parts["fsdp_communication"]:
+        rows.append(("  fsdp, hidden behind compute", f"{hidden:.4g} s (not in the sum)"))
+    return rows
+
+
 def format_report(r: dict) -> str:
     lay, b = r["layout"], r["bytes_per_rank"]
     pipe = (
         f" ({lay['pp_schedule']}, virtual_stages {lay['virtual_stages']})" if lay["pp"] > 1 else ""
     )
-    parts = r["step_time_parts_s"]
     rows = [
         ("recipe", f"{r['recipe']} on {r['gpus']} x {r['gpu']}"),
         ("layout", f"dp_replicate {lay['dp_replicate']} x dp_shard {lay['dp_shard']} x "
@@ -325,10 +344,9 @@ def format_report(r: dict) -> str:
         (f"  total (checkpointing {lay['activation_checkpoint']})",
          f"{gib(b['total'], 2)} of {gib(r['usable_bytes'], 2)} usable: "
          + ("fits" if r["fits"] else "DOES NOT FIT")),
-        ("step time (estimate)", f"{r['step_time_s_estimate']:.3f} s  (compute "
-         f"{parts['compute']:.3f}, recompute {parts['recompute']:.3f}, bubble "
-         f"{parts['pipeline_bubble']:.3f}, tp {parts['tp_communication']:.3f}, pp "
-         f"{parts['pp_communication']:.3f}, fsdp exposed {parts['fsdp_exposed']:.3f})"),
+        ("step time (estimate)", f"{r['step_time_s_estimate']:.4g} s, pipeline rank "
+         f"{r['slowest_pipeline_rank']} (the slowest)"),
+        *step_rows(r),
         ("MFU (estimate)", f"{r['mfu_estimate']:.1%} of {r['peak_tflops']:.0f} TFLOP/s bf16 peak"),
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows) + 2
