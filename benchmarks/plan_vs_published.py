@@ -84,6 +84,9 @@ def layout(gpus, batch, micro, tp=1, pp=1, shard=-1, replicate=1, ckpt="none", *
     return [f"{k}={v}" for k, v in sets.items()]
 
 
+LLAMA2_7B = llama(4096, 32, 32, 32, 11008, 32000, 4096)
+MPT_7B = gpt(4096, 32, 32, 50368, 2048)
+
 RUNS = [
     Run(
         "megatron-18b-a100",
@@ -173,7 +176,7 @@ RUNS = [
         5.30,
         "a100",
         8,
-        gpt(4096, 32, 32, 50368, 2048) + layout(8, 96, 6),
+        MPT_7B + layout(8, 96, 6),
         [GPT, "MPT's triton/flash-attn kernels and low-precision LayerNorm"],
     ),
     Run(
@@ -183,7 +186,7 @@ RUNS = [
         1.271,
         "h100",
         512,
-        gpt(4096, 32, 32, 50368, 2048) + layout(512, 3072, 6),
+        MPT_7B + layout(512, 3072, 6),
         [GPT, "flash-attn 2"],
     ),
     Run(
@@ -203,8 +206,7 @@ RUNS = [
         1.80,
         "a100",
         128,
-        llama(4096, 32, 32, 32, 11008, 32000, 4096)
-        + layout(128, 256, 2, shard=8, replicate=16, compile="true"),
+        LLAMA2_7B + layout(128, 256, 2, shard=8, replicate=16, compile="true"),
     ),
     Run(
         "fms-llama2-7b-h100",
@@ -213,8 +215,7 @@ RUNS = [
         0.853,
         "h100",
         96,
-        llama(4096, 32, 32, 32, 11008, 32000, 4096)
-        + layout(96, 192, 2, shard=8, replicate=12, compile="true"),
+        LLAMA2_7B + layout(96, 192, 2, shard=8, replicate=12, compile="true"),
         ["the H100 variant and its network (800 Gb/s per node) are not stated"],
     ),
 ]

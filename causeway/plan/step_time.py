@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from causeway.config import RunConfig
 from causeway.models.flops import flops_per_sequence
 from causeway.parallel.dims import ParallelDims
-from causeway.plan.hardware import GPU, SUSTAINED, bandwidth
+from causeway.plan.hardware import GPU, GPUS_PER_NODE, SUSTAINED, bandwidth
 from causeway.plan.memory import (
     FP32,
     RankShape,
@@ -193,7 +193,7 @@ def ring(nbytes: float, size: int) -> float:
 
 
 def latency(gpu_span: int) -> float:
-    return COLLECTIVE_LATENCY_S["intra" if gpu_span <= 8 else "inter"]
+    return COLLECTIVE_LATENCY_S["intra" if gpu_span <= GPUS_PER_NODE else "inter"]
 
 
 def tp_seconds(
