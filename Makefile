@@ -29,11 +29,11 @@ adaptation-demo: setup
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/local-cluster.sh start >/dev/null || \
 	  echo "make test: the local Slurm did not start (see above); its tests will skip"; fi
-	$(BIN)/python -m pytest -q --durations=25; status=$$?; \
+	$(BIN)/python -m pytest -q -n 2 --durations=25; status=$$?; \
 	  if [ "$$(id -u)" = 0 ]; then bash slurm/local-cluster.sh stop 2>/dev/null; fi; exit $$status
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -7,10 +7,26 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from causeway.config import load_config
 from causeway.data_pipeline.prepare.prepare import ensure_builtin
 from causeway.train.trainer import run_training
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, present with `-n`
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load":  # another --dist, asked for by name
+        return None
+    from tests.scheduling import SharedUnitsScheduling
+
+    return SharedUnitsScheduling(config, log)
+
+
+def pytest_configure(config) -> None:
+    # Two workers on two cores: torch's own threads would oversubscribe them.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,6 +18,9 @@ TINY = [
 ]  # fmt: skip
 
 
+RUN_MARK = "CAUSEWAY_TEST_RUN_DIR"  # set for the ranks of each test launch (rank_pids)
+
+
 def launch(
     run_dir, steps: int, nproc: int = 2, extra=(), faults: str = "", new_session: bool = False
 ) -> subprocess.Popen:
@@ -27,7 +30,8 @@ def launch(
     sets = [arg for item in items for arg in ("--set", item)]
     command = [sys.executable, "-m", "causeway", "launch", "local", "tiny-cd-flm",
                "--nproc", str(nproc), "--run-dir", str(run_dir), *sets]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CAUSEWAY_TEST_FAULTS": faults}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CAUSEWAY_TEST_FAULTS": faults,
+           RUN_MARK: str(run_dir)}  # fmt: skip
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=new_session,
@@ -39,8 +43,12 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     return proc.returncode, out.decode(errors="replace")
 
 
-def rank_pids() -> dict[int, int]:
-    """PID of every live `causeway train` process on this machine, by its RANK."""
+def rank_pids(run_dir) -> dict[int, int]:
+    """PID of every live `causeway train` rank of the launch into `run_dir`, by its RANK.
+
+    Found by the environment `launch` gave it, which every rank inherits and keeps after
+    its launcher is gone: tests running beside this one (pytest -n) have ranks too."""
+    mark = f"{RUN_MARK}={run_dir}".encode()
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -55,7 +63,7 @@ def rank_pids() -> dict[int, int]:
         if b"torch.distributed.run" in cmdline or b"causeway.launcher.torchrun" in cmdline:
             continue  # the torchrun agent, not a rank
         env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
-        if b"RANK" in env:
+        if b"RANK" in env and mark in environ:
             found[int(env[b"RANK"])] = int(proc.name)
     return found
 

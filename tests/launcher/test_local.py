@@ -27,7 +27,7 @@ def test_signal_to_one_rank_stops_all_at_one_step_and_resume_is_exact(
     proc = launch(run, steps=STEPS)
     wait_for_step(run, 3, alive=lambda: proc.poll() is None)
     signalled = time.time()
-    os.kill(rank_pids()[1], signum)  # one arbitrary rank only
+    os.kill(rank_pids(run)[1], signum)  # one arbitrary rank only
     code, out = finish(proc)
     assert code == EXIT_STOPPED, out[-3000:]
     stop = json.loads((run / "stop.json").read_text())

@@ -99,7 +99,7 @@ def test_hung_peer_makes_the_others_fail_within_the_timeout(builtin_dir, tmp_pat
     proc = launch(run, 400, extra=["train.collective_timeout_s=5"])
     try:
         wait_for_step(run, 3, alive=lambda: proc.poll() is None)
-        pids = rank_pids()
+        pids = rank_pids(run)
         os.kill(pids[1], signal.SIGSTOP)
         began = time.monotonic()
         while running(pids[0]) and time.monotonic() - began < 90:
@@ -111,7 +111,7 @@ def test_hung_peer_makes_the_others_fail_within_the_timeout(builtin_dir, tmp_pat
             os.kill(pids[1], signal.SIGKILL)
         code, out = finish(proc, timeout=120)
     finally:
-        for pid in rank_pids().values():
+        for pid in rank_pids(run).values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert code != 0
