@@ -88,19 +88,21 @@ def run_convert(args) -> int:
 
 
 def run_train(args) -> int:
-    from causeway.train.failures import EXIT_FAILED, TrainingFailed
-    from causeway.train.stop import EXIT_STOPPED, TrainingStopped
-    from causeway.train.trainer import run_training
-
     overrides = list(args.overrides)
     if args.init_from:
         overrides.append(f"checkpoint.init_from={args.init_from}")
+    # The config and the inputs are checked before the trainer (and torch) is imported:
+    # a typo is reported in a fraction of a second, not after seconds of imports.
     cfg = load_config(args.recipe, overrides)
     from causeway.launcher.preflight import check_run_inputs
 
     run_dir = args.run_dir or (Path(cfg.run_dir) if cfg.run_dir else None)
     flags = {"checkpoint.init_from": "--init-from"} if args.init_from else {}
     check_run_inputs(cfg, run_dir, flags=flags)
+    from causeway.train.failures import EXIT_FAILED, TrainingFailed
+    from causeway.train.stop import EXIT_STOPPED, TrainingStopped
+    from causeway.train.trainer import run_training
+
     try:
         run_training(cfg, args.run_dir)
     except TrainingStopped as stopped:

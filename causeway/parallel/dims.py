@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from typing import TYPE_CHECKING
 
 from causeway.config import ConfigError, RunConfig
+
+if TYPE_CHECKING:  # the launchers check a layout without importing torch
+    from torch.distributed.device_mesh import DeviceMesh
 
 MESH_ORDER = ("pp", "dp_replicate", "dp_shard", "tp")
 
@@ -109,6 +111,8 @@ class ParallelDims:
 
     def build_mesh(self, device_type: str) -> DeviceMesh:
         """A 4-D mesh (pp, dp_replicate, dp_shard, tp), plus the flattened 'dp' dim."""
+        from torch.distributed.device_mesh import init_device_mesh
+
         shape = tuple(self.sizes.values())
         mesh = init_device_mesh(device_type, shape, mesh_dim_names=MESH_ORDER)
         mesh["dp_replicate", "dp_shard"]._flatten("dp")
