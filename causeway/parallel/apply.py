@@ -14,7 +14,7 @@ from causeway.config import RunConfig
 from causeway.models import build_model
 from causeway.parallel.activation_checkpoint import apply_activation_checkpointing
 from causeway.parallel.compile import apply_compile
-from causeway.parallel.dims import ParallelDims
+from causeway.parallel.dims import LayoutMeshes, ParallelDims
 from causeway.parallel.fsdp import apply_fsdp, mixed_precision
 from causeway.parallel.pipeline import (
     PipelineLoss,
@@ -33,7 +33,8 @@ class ParallelModel:
 
     parts: list[nn.Module]
     dims: ParallelDims
-    mesh: DeviceMesh | None = None
+    mesh: DeviceMesh | None = None  # the 4-D root mesh
+    dp_mesh: DeviceMesh | None = None  # its data-parallel dims flattened
     stage_ids: list[int] = field(default_factory=lambda: [0])
     n_stages: int = 1
     schedule: object | None = None
@@ -59,10 +60,13 @@ class ParallelModel:
     def group(self, dim: str) -> dist.ProcessGroup | None:
         """The process group of mesh dimension `dim` ('dp' included); None if size 1."""
         size = self.dims.dp if dim == "dp" else self.dims.sizes[dim]
-        return None if self.mesh is None or size == 1 else self.mesh[dim].get_group()
+        return None if self.mesh is None or size == 1 else self._mesh_of(dim).get_group()
 
     def local_rank(self, dim: str) -> int:
-        return 0 if self.mesh is None else self.mesh[dim].get_local_rank()
+        return 0 if self.mesh is None else self._mesh_of(dim).get_local_rank()
+
+    def _mesh_of(self, dim: str) -> DeviceMesh:
+        return self.dp_mesh if dim == "dp" else self.mesh[dim]
 
 
 def apply_layout(part: nn.Module, cfg: RunConfig, dims: ParallelDims, mesh, device) -> None:
@@ -78,11 +82,12 @@ def apply_layout(part: nn.Module, cfg: RunConfig, dims: ParallelDims, mesh, devi
 
 
 def parallelize(
-    cfg: RunConfig, dims: ParallelDims, mesh: DeviceMesh | None, device: torch.device
+    cfg: RunConfig, dims: ParallelDims, meshes: LayoutMeshes | None, device: torch.device
 ) -> ParallelModel:
     """Parts of the model that this rank holds, materialised on `device` and initialised."""
     model = build_model(cfg.model, "meta")
-    pm = ParallelModel([model], dims, mesh)
+    mesh, dp_mesh = meshes if meshes is not None else (None, None)
+    pm = ParallelModel([model], dims, mesh, dp_mesh)
     if dims.pp > 1:
         p = cfg.parallel
         pm.parts, pm.stage_ids, pm.n_stages = build_pipeline(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from causeway.config import ConfigError, RunConfig
 
@@ -12,6 +12,14 @@ if TYPE_CHECKING:  # the launchers check a layout without importing torch
     from torch.distributed.device_mesh import DeviceMesh
 
 MESH_ORDER = ("pp", "dp_replicate", "dp_shard", "tp")
+
+
+class LayoutMeshes(NamedTuple):
+    """The run's 4-D mesh and its data-parallel dimensions flattened into one. The flat mesh
+    is kept as `_flatten` returns it: torch deprecates slicing a flattened dim from the root."""
+
+    root: DeviceMesh
+    dp: DeviceMesh
 
 
 @dataclass
@@ -109,14 +117,13 @@ class ParallelDims:
     def sizes(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in MESH_ORDER}
 
-    def build_mesh(self, device_type: str) -> DeviceMesh:
-        """A 4-D mesh (pp, dp_replicate, dp_shard, tp), plus the flattened 'dp' dim."""
+    def build_mesh(self, device_type: str) -> LayoutMeshes:
+        """A 4-D mesh (pp, dp_replicate, dp_shard, tp), and the flattened 'dp' mesh."""
         from torch.distributed.device_mesh import init_device_mesh
 
         shape = tuple(self.sizes.values())
-        mesh = init_device_mesh(device_type, shape, mesh_dim_names=MESH_ORDER)
-        mesh["dp_replicate", "dp_shard"]._flatten("dp")
-        return mesh
+        root = init_device_mesh(device_type, shape, mesh_dim_names=MESH_ORDER)
+        return LayoutMeshes(root, root["dp_replicate", "dp_shard"]._flatten("dp"))
 
     @cached_property
     def parallel(self) -> bool:

@@ -91,7 +91,7 @@ def measure_ranks(cfg: RunConfig, dims: ParallelDims) -> list[RankShape]:
     """Every pipeline rank's share, from the real plan applied to the meta model."""
     cpu, optim, p = torch.device("cpu"), cfg.optimizer.name, cfg.parallel
     with fake_world(dims.world_size):
-        mesh = dims.build_mesh("cpu")
+        mesh = dims.build_mesh("cpu").root
         model = build_model(cfg.model, "meta")
         if dims.pp == 1:
             apply_layout(model, cfg, dims, mesh, cpu)

@@ -48,9 +48,9 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 def build_parallel_model(cfg: RunConfig, env: DistEnv) -> ParallelModel:
     dims = ParallelDims.from_config(cfg, env.world_size)
-    mesh = dims.build_mesh(env.device.type) if dims.parallel else None
+    meshes = dims.build_mesh(env.device.type) if dims.parallel else None
     torch.manual_seed(cfg.train.seed)
-    pm = parallelize(cfg, dims, mesh, env.device)
+    pm = parallelize(cfg, dims, meshes, env.device)
     if cfg.checkpoint.init_from:
         source = resolve_checkpoint(cfg.checkpoint.init_from)
         verify = cfg.checkpoint.verify
