@@ -21,11 +21,12 @@ RAY_SETS = [*TINY, f"train.steps={STEPS}", "checkpoint.every=3"]
 
 def ray_env() -> dict[str, str]:
     # The cluster's processes (and a submitted job's driver) find this venv's python.
-    # A node that is gone is declared dead after ~1.5 s instead of Ray's ~15-25 s
-    # (health checks every 3 s, 5 failures), so the fewer-workers test does not wait on it.
+    # A node that is gone is declared dead after ~3 s instead of Ray's ~15-25 s (health
+    # checks every 3 s, 5 failures), so the fewer-workers test does not wait on it; not
+    # sooner, so that a live node on a loaded machine (`make test` runs two workers) is not.
     return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
             "RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0",
-            "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
+            "RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
             "RAY_health_check_failure_threshold": "3",
             "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "20",
             # Ray Train's controller takes a report when it polls (every 2 s by default):
