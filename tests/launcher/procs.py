@@ -48,7 +48,7 @@ def rank_pids(run_dir) -> dict[int, int]:
 
     Found by the environment `launch` gave it, which every rank inherits and keeps after
     its launcher is gone: tests running beside this one (pytest -n) have ranks too."""
-    mark = f"{RUN_MARK}={run_dir}".encode()
+    mark = str(run_dir).encode()
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -63,7 +63,7 @@ def rank_pids(run_dir) -> dict[int, int]:
         if b"torch.distributed.run" in cmdline or b"causeway.launcher.torchrun" in cmdline:
             continue  # the torchrun agent, not a rank
         env = dict(item.split(b"=", 1) for item in environ if b"=" in item)
-        if b"RANK" in env and mark in environ:
+        if b"RANK" in env and env.get(RUN_MARK.encode()) == mark:
             found[int(env[b"RANK"])] = int(proc.name)
     return found
 
